@@ -1,0 +1,78 @@
+"""The store protocol every backend implements (Redis, embedded SQLite).
+
+The store is the single source of truth for jobs: nothing above it keeps its own copy. Backends
+raise only ``gateway.errors`` exceptions; driver errors become ``StoreUnavailable``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
+
+from gateway.models import Change, Create, HistoryEvent, Job, OwnerJobs
+
+DEFAULT_RETENTION_S = 7 * 24 * 3600
+DEFAULT_HISTORY_MAXLEN = 500
+DEFAULT_RECENT_S = 24 * 3600
+DEFAULT_OWNER_LIMIT = 500
+
+
+@dataclass(frozen=True, slots=True)
+class StoreOptions:
+    """Behaviour shared by every backend; the URL chooses the backend, these tune it."""
+
+    prefix: str = "pgw"
+    retention_s: int = DEFAULT_RETENTION_S
+    history_maxlen: int = DEFAULT_HISTORY_MAXLEN
+
+
+@runtime_checkable
+class JobStore(Protocol):
+    async def create(self, change: Create) -> Job:
+        """Create a job (``queued``, ``seq`` 1) and publish it.
+
+        An identical repeat of a create (same id, owner, kind and params) returns the existing job,
+        so a retried call whose reply was lost is harmless; any other reuse of the id raises
+        ``JobExists``.
+        """
+        ...
+
+    async def apply(self, job_id: str, change: Change) -> Job:
+        """Apply one change atomically and return the resulting snapshot.
+
+        Guarantee: the transition is checked, the snapshot written, the history appended and the
+        snapshot published as one atomic step, with ``seq`` + 1; concurrent writers never lose an
+        update. A change to a terminal job raises ``JobFinished`` and writes nothing. A heartbeat
+        only refreshes ``heartbeat_at`` (no ``seq`` change, no publish); a repeated cancel request
+        returns the job unchanged.
+        """
+        ...
+
+    async def get(self, job_id: str) -> Job:
+        """The latest snapshot; ``JobNotFound`` if there is no such job (or it expired)."""
+        ...
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
+        """Snapshots in one round trip, ``None`` where a job does not exist."""
+        ...
+
+    async def history(self, job_id: str) -> list[HistoryEvent]:
+        """The bounded timeline of changes, oldest first."""
+        ...
+
+    async def owner_jobs(
+        self, owner: str, *, recent_s: float = DEFAULT_RECENT_S, limit: int = DEFAULT_OWNER_LIMIT
+    ) -> OwnerJobs:
+        """The owner's non-terminal jobs, and jobs finished within ``recent_s``, newest first.
+
+        Read from per-owner indexes (never a scan of all jobs) and reconciled against the jobs
+        themselves, so an index entry left behind by a crash never shows a wrong state.
+        """
+        ...
+
+    async def ping(self) -> None:
+        """Raise ``StoreUnavailable`` unless the store answers."""
+        ...
+
+    async def aclose(self) -> None: ...

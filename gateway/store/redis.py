@@ -1,0 +1,301 @@
+"""Redis backend: each change is one server-side script (``lua/apply.lua``), one round trip.
+
+Keys follow DESIGN §4. Every key of a job carries the hash tag ``{<id>}`` so the script touches a
+single slot; owner and heartbeat indexes are separate single-key commands, written so that a crash
+between the script and the index leaves only a hint that readers reconcile, never a lost job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from datetime import datetime
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from importlib import resources
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError, RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from gateway.errors import JobExists, JobFinished, JobNotFound, StoreUnavailable
+from gateway.models import (
+    AttachCall,
+    Cancel,
+    Change,
+    Create,
+    Fail,
+    Heartbeat,
+    HistoryEvent,
+    Job,
+    JobStatus,
+    OwnerJobs,
+    RequestCancel,
+    Start,
+    Succeed,
+    Update,
+    check_job_id,
+    check_owner,
+)
+from gateway.store.base import DEFAULT_OWNER_LIMIT, DEFAULT_RECENT_S, StoreOptions
+
+APPLY_LUA = resources.files("gateway.store").joinpath("lua/apply.lua").read_text("utf-8")
+APPLY_SHA = hashlib.sha1(APPLY_LUA.encode("utf-8")).hexdigest()
+
+
+@contextmanager
+def map_redis_errors(op: str, job_id: str | None = None) -> Iterator[None]:
+    """Translate redis-py errors at the boundary: nothing above the store sees ``redis.*``."""
+    try:
+        yield
+    except (RedisConnectionError, RedisTimeoutError) as exc:
+        raise StoreUnavailable(f"Redis unreachable during {op}: {exc}", job_id=job_id) from exc
+    except RedisError as exc:
+        raise StoreUnavailable(f"Redis failed during {op}: {exc}", job_id=job_id) from exc
+
+
+class RedisKeys:
+    """Key and channel names of DESIGN §4 under a configurable prefix."""
+
+    def __init__(self, prefix: str) -> None:
+        self.prefix = prefix
+        self.active = f"{prefix}:active"
+
+    def job(self, job_id: str) -> str:
+        return f"{self.prefix}:{{{job_id}}}:job"
+
+    def history(self, job_id: str) -> str:
+        return f"{self.prefix}:{{{job_id}}}:history"
+
+    def channel(self, job_id: str) -> str:
+        return f"{self.prefix}:{{{job_id}}}"
+
+    def owner_active(self, owner: str) -> str:
+        return f"{self.prefix}:owner:{{{owner}}}:active"
+
+    def owner_done(self, owner: str) -> str:
+        return f"{self.prefix}:owner:{{{owner}}}:done"
+
+    def owner_channel(self, owner: str) -> str:
+        return f"{self.prefix}:owner:{{{owner}}}"
+
+
+def _change_args(change: Change) -> tuple[str, list[str]]:
+    if isinstance(change, Update):
+        mask = (
+            ("p" if change.progress is not None else "")
+            + ("s" if change.stage is not None else "")
+            + ("m" if change.message is not None else "")
+        )
+        progress = "" if change.progress is None else repr(change.progress)
+        return "update", [mask, progress, change.stage or "", change.message or ""]
+    if isinstance(change, Heartbeat):
+        return "heartbeat", []
+    if isinstance(change, Start):
+        return "start", []
+    if isinstance(change, Succeed):
+        return "succeed", [change.result_json]
+    if isinstance(change, Fail):
+        return "fail", [change.code, change.message]
+    if isinstance(change, RequestCancel):
+        return "request_cancel", []
+    if isinstance(change, Cancel):
+        return "cancel", [change.message]
+    if isinstance(change, AttachCall):
+        return "attach_call", [change.executor, change.call_id]
+    raise TypeError(f"unknown change {change!r}")  # pragma: no cover - closed union
+
+
+class RedisJobStore:
+    def __init__(self, client: aioredis.Redis, options: StoreOptions) -> None:
+        self._redis = client
+        self._options = options
+        self.keys = RedisKeys(options.prefix)
+        self._static_args = [str(options.retention_s), str(options.history_maxlen)]
+
+    @classmethod
+    def from_url(cls, url: str, options: StoreOptions | None = None) -> RedisJobStore:
+        client = aioredis.Redis.from_url(
+            url,
+            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            socket_connect_timeout=2.0,
+            socket_timeout=5.0,
+            health_check_interval=30,
+        )
+        return cls(client, options or StoreOptions())
+
+    # -- writes --------------------------------------------------------------------------------
+
+    async def create(self, change: Create) -> Job:
+        keys = self.keys
+        with map_redis_errors("create", change.job_id):
+            # Index hints first: if we die before the script, readers drop the dangling id; the
+            # other order could leave a live job that /exports/active never shows.
+            async with self._redis.pipeline(transaction=False) as pipe:
+                created_ms = time.time() * 1000
+                pipe.zadd(keys.owner_active(change.owner), {change.job_id: created_ms})
+                pipe.zadd(keys.active, {change.job_id: created_ms})
+                await pipe.execute()
+            snapshot, effect, _ = await self._run(
+                change.job_id,
+                "create",
+                [
+                    change.job_id,
+                    change.owner,
+                    change.kind,
+                    change.params_json,
+                    change.executor or "",
+                    change.call_id or "",
+                ],
+            )
+            if effect == "publish":
+                await self._redis.publish(keys.owner_channel(change.owner), snapshot)
+        return Job.model_validate_json(snapshot)
+
+    async def apply(self, job_id: str, change: Change) -> Job:
+        check_job_id(job_id)
+        op, args = _change_args(change)
+        with map_redis_errors(op, job_id):
+            snapshot, effect, now_ms = await self._run(job_id, op, args)
+            job = Job.model_validate_json(snapshot)
+            if effect == "write":
+                await self._redis.zadd(self.keys.active, {job_id: now_ms})
+            elif effect == "publish" and job.terminal:
+                await self._index_finished(job, now_ms)
+        return job
+
+    async def _run(self, job_id: str, op: str, args: list[str]) -> tuple[bytes, str, float]:
+        keys = (self.keys.job(job_id), self.keys.history(job_id))
+        argv = [op, self.keys.channel(job_id), *self._static_args, *args]
+        try:
+            reply = await self._redis.evalsha(APPLY_SHA, 2, *keys, *argv)  # type: ignore[misc]
+        except NoScriptError:
+            # A restarted or flushed Redis forgot the script: load it and go on.
+            await self._redis.script_load(APPLY_LUA)
+            reply = await self._redis.evalsha(APPLY_SHA, 2, *keys, *argv)  # type: ignore[misc]
+        if reply[0] == b"err":
+            code, status = reply[1].decode(), reply[2].decode()
+            if code == "not_found":
+                raise JobNotFound(f"job {job_id} not found", job_id=job_id)
+            if code == "job_exists":
+                raise JobExists(f"job {job_id} already exists", job_id=job_id)
+            raise JobFinished(
+                f"job {job_id} is already {status}; {op} was rejected", job_id=job_id, status=status
+            )
+        return reply[1], reply[2].decode(), float(reply[3])
+
+    async def _index_finished(self, job: Job, finished_ms: float) -> None:
+        keys = self.keys
+        done = keys.owner_done(job.owner)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.zrem(keys.owner_active(job.owner), job.id)
+            pipe.zadd(done, {job.id: finished_ms})
+            pipe.zremrangebyscore(done, "-inf", finished_ms - self._options.retention_s * 1000)
+            pipe.zrem(keys.active, job.id)
+            await pipe.execute()
+
+    # -- reads ---------------------------------------------------------------------------------
+
+    async def get(self, job_id: str) -> Job:
+        check_job_id(job_id)
+        with map_redis_errors("get", job_id):
+            raw = await self._redis.hget(self.keys.job(job_id), "snapshot")  # type: ignore[misc]
+        if raw is None:
+            raise JobNotFound(f"job {job_id} not found", job_id=job_id)
+        return Job.model_validate_json(raw)
+
+    async def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
+        for job_id in job_ids:
+            check_job_id(job_id)
+        if not job_ids:
+            return []
+        with map_redis_errors("get_many"):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    pipe.hget(self.keys.job(job_id), "snapshot")
+                raws = await pipe.execute()
+        return [None if raw is None else Job.model_validate_json(raw) for raw in raws]
+
+    async def history(self, job_id: str) -> list[HistoryEvent]:
+        check_job_id(job_id)
+        with map_redis_errors("history", job_id):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.exists(self.keys.job(job_id))
+                pipe.xrange(self.keys.history(job_id))
+                exists, entries = await pipe.execute()
+        if not exists:
+            raise JobNotFound(f"job {job_id} not found", job_id=job_id)
+        return [_history_event(fields) for _, fields in entries]
+
+    async def owner_jobs(
+        self, owner: str, *, recent_s: float = DEFAULT_RECENT_S, limit: int = DEFAULT_OWNER_LIMIT
+    ) -> OwnerJobs:
+        check_owner(owner)
+        keys = self.keys
+        active_key, done_key = keys.owner_active(owner), keys.owner_done(owner)
+        since_ms = time.time() * 1000 - recent_s * 1000
+        with map_redis_errors("owner_jobs"):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.zrevrange(active_key, 0, limit - 1)
+                pipe.zrevrangebyscore(done_key, "+inf", since_ms, start=0, num=limit)
+                active_ids, done_ids = await pipe.execute()
+            ids = [raw.decode() for raw in active_ids] + [raw.decode() for raw in done_ids]
+            jobs = await self.get_many(ids) if ids else []
+            active: list[Job] = []
+            recent: list[Job] = []
+            stale_active: list[str] = []
+            stale_done: list[str] = []
+            moved: dict[str, float] = {}
+            for index, (job_id, job) in enumerate(zip(ids, jobs, strict=True)):
+                from_active = index < len(active_ids)
+                if job is None or job.owner != owner:
+                    (stale_active if from_active else stale_done).append(job_id)
+                elif not job.terminal:
+                    if from_active:
+                        active.append(job)
+                    else:
+                        stale_done.append(job_id)
+                else:
+                    if from_active:
+                        stale_active.append(job_id)
+                        moved[job_id] = job.updated_at.timestamp() * 1000
+                    if job.updated_at.timestamp() * 1000 >= since_ms:
+                        recent.append(job)
+            if stale_active or stale_done or moved:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    if stale_active:
+                        pipe.zrem(active_key, *stale_active)
+                    if stale_done:
+                        pipe.zrem(done_key, *stale_done)
+                    if moved:
+                        pipe.zadd(done_key, moved)
+                    await pipe.execute()
+        unique_recent = {job.id: job for job in recent}
+        return OwnerJobs(
+            active=sorted(active, key=lambda job: job.created_at, reverse=True),
+            recent=sorted(unique_recent.values(), key=lambda job: job.updated_at, reverse=True),
+        )
+
+    async def ping(self) -> None:
+        with map_redis_errors("ping"):
+            await self._redis.ping()  # type: ignore[misc]
+
+    async def aclose(self) -> None:
+        await self._redis.aclose()
+
+
+def _history_event(fields: dict[bytes, bytes]) -> HistoryEvent:
+    stage = fields.get(b"stage")
+    message = fields.get(b"message")
+    return HistoryEvent(
+        seq=int(fields[b"seq"]),
+        at=datetime.fromisoformat(fields[b"at"].decode()),
+        status=JobStatus(fields[b"status"].decode()),
+        progress=float(fields[b"progress"]),
+        stage=None if stage is None else stage.decode(),
+        message=None if message is None else message.decode(),
+    )
