@@ -1,0 +1,110 @@
+"""The ``progress-gateway`` command.
+
+Each subcommand is one ``add_<name>`` function in ``COMMANDS`` that registers its parser and a
+handler ``(args) -> exit code``; ``serve`` and ``demo`` plug in the same way. Handlers build
+``Settings`` themselves (flags override the environment) and pass them down. Expected failures
+(bad input, bad configuration) print one line per problem to stderr and exit 2; other
+``GatewayError`` failures exit 1. Never a traceback for either.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from typing import TypeAlias
+
+from pydantic import ValidationError
+
+from gateway.auth import issue_token
+from gateway.errors import BadRequest, GatewayError
+from gateway.settings import Settings
+
+__all__ = ["COMMANDS", "main"]
+
+PROG = "progress-gateway"
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+
+Handler: TypeAlias = Callable[[argparse.Namespace], int]
+Subparsers: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+
+
+def add_token(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "token",
+        help="mint a development JWT for an owner",
+        description="Print one HS256 token for --sub on stdout (DESIGN §10).",
+    )
+    parser.add_argument("--sub", required=True, help="the owner the token acts for")
+    parser.add_argument("--ttl", type=int, default=3600, help="seconds until expiry (3600)")
+    parser.add_argument(
+        "--secret",
+        help="signing secret, at least 32 bytes (default: $GATEWAY_SECRET; prefer the variable, "
+        "arguments are visible to other users of the machine)",
+    )
+    parser.set_defaults(handler=run_token)
+
+
+def run_token(args: argparse.Namespace) -> int:
+    secret: str | None = args.secret
+    if secret is None:
+        configured = Settings().secret
+        if configured is None:
+            raise BadRequest("no signing secret: set GATEWAY_SECRET or pass --secret")
+        secret = configured.get_secret_value()
+    print(issue_token(secret, args.sub, args.ttl))
+    return 0
+
+
+# Register a subcommand by appending its ``add_<name>(subparsers)`` here.
+COMMANDS: list[Callable[[Subparsers], None]] = [add_token]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Real-time job progress gateway (DESIGN.md)."
+    )
+    subparsers = parser.add_subparsers(title="commands", dest="command", required=True)
+    for add_command in COMMANDS:
+        add_command(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; argparse itself exits 2 on a malformed command line."""
+    args = build_parser().parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except BadRequest as exc:
+        return _fail(EXIT_USAGE, exc.message)
+    except ValidationError as exc:
+        return _fail(EXIT_USAGE, *_describe_settings_error(exc))
+    except GatewayError as exc:
+        # Not the user's input (e.g. the store is down for ``serve``): a plain failure.
+        return _fail(EXIT_FAILURE, exc.message)
+
+
+def _fail(code: int, *lines: str) -> int:
+    for line in lines:
+        print(f"{PROG}: error: {line}", file=sys.stderr)
+    return code
+
+
+def _describe_settings_error(exc: ValidationError) -> list[str]:
+    """One line per bad variable, named as the user set it, without echoing its value."""
+    prefix = Settings.model_config.get("env_prefix", "")
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False, include_context=False):
+        name = str(error["loc"][0]) if error["loc"] else "settings"
+        if not name.isupper():
+            name = f"{prefix}{name}".upper()
+        if name == "GATEWAY_REDIS_URL":
+            name = "GATEWAY_REDIS_URL (or REDIS_URL)"
+        lines.append(f"{name}: {error['msg'].removeprefix('Value error, ')}")
+    return lines
+
+
+if __name__ == "__main__":
+    sys.exit(main())

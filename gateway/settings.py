@@ -1,0 +1,93 @@
+"""Gateway configuration from ``GATEWAY_*`` environment variables.
+
+``Settings`` is built by the entry point (``cli.py``) and passed down; nothing imports a shared
+instance and nothing reads the environment at import time. Values are checked when the object is
+built, so a bad deployment fails at startup with the variable's name, not on the first request.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gateway.auth import check_secret
+from gateway.errors import BadRequest
+from gateway.store import StoreOptions
+from gateway.store.base import DEFAULT_HISTORY_MAXLEN, DEFAULT_RETENTION_S
+
+__all__ = ["Settings"]
+
+REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
+# The prefix starts every Redis key; braces would break the hash tags of DESIGN §4.
+_PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+
+
+class Settings(BaseSettings):
+    """Everything the gateway process needs to start; CLI flags override the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_",
+        # An empty variable counts as unset, so GATEWAY_REDIS_URL="" falls back to REDIS_URL.
+        env_ignore_empty=True,
+        extra="ignore",
+        # Errors must not echo a secret or a password-bearing URL back into logs.
+        hide_input_in_errors=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
+
+    redis_url: str | None = Field(
+        # repr=False: the URL may carry a password.
+        default=None,
+        validation_alias=AliasChoices("GATEWAY_REDIS_URL", "REDIS_URL"),
+        repr=False,
+    )
+    sqlite_path: Path = Path("progress-gateway.db")
+    secret: SecretStr | None = None
+    key_prefix: str = "pgw"
+    retention_s: int = Field(default=DEFAULT_RETENTION_S, ge=60)
+    history_maxlen: int = Field(default=DEFAULT_HISTORY_MAXLEN, ge=1)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in REDIS_SCHEMES:
+            raise ValueError(f"must be a {'/'.join(sorted(REDIS_SCHEMES))}:// URL")
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                check_secret(value.get_secret_value())
+            except BadRequest as exc:
+                raise ValueError(exc.message) from exc
+        return value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _check_key_prefix(cls, value: str) -> str:
+        if not _PREFIX_RE.match(value):
+            raise ValueError("must be 1-64 characters of letters, digits, '_', '.', ':' or '-'")
+        return value
+
+    def store_url(self) -> str:
+        """The Redis URL when one is configured, else the embedded SQLite file (absolute)."""
+        if self.redis_url is not None:
+            return self.redis_url
+        path = self.sqlite_path.expanduser().absolute()
+        return f"sqlite:///{quote(path.as_posix())}"
+
+    def store_options(self) -> StoreOptions:
+        return StoreOptions(
+            prefix=self.key_prefix,
+            retention_s=self.retention_s,
+            history_maxlen=self.history_maxlen,
+        )
