@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hashlib
 import time
-from datetime import datetime
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from importlib import resources
 
 import redis.asyncio as aioredis
@@ -134,11 +134,12 @@ class RedisJobStore:
         keys = self.keys
         with map_redis_errors("create", change.job_id):
             # Index hints first: if we die before the script, readers drop the dangling id; the
-            # other order could leave a live job that /exports/active never shows.
+            # other order could leave a live job that /exports/active never shows. NX: a retried
+            # create must not move an existing job's heartbeat score in the reaper's index.
             async with self._redis.pipeline(transaction=False) as pipe:
                 created_ms = time.time() * 1000
-                pipe.zadd(keys.owner_active(change.owner), {change.job_id: created_ms})
-                pipe.zadd(keys.active, {change.job_id: created_ms})
+                pipe.zadd(keys.owner_active(change.owner), {change.job_id: created_ms}, nx=True)
+                pipe.zadd(keys.active, {change.job_id: created_ms}, nx=True)
                 await pipe.execute()
             snapshot, effect, _ = await self._run(
                 change.job_id,
