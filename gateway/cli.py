@@ -10,6 +10,7 @@ handler ``(args) -> exit code``; ``serve`` and ``demo`` plug in the same way. Ha
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from collections.abc import Callable
 from typing import TypeAlias
@@ -57,8 +58,46 @@ def run_token(args: argparse.Namespace) -> int:
     return 0
 
 
+def add_serve(subparsers: Subparsers) -> None:
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the gateway (WebSocket, SSE, HTTP API)",
+        description="Serve the gateway. Settings come from GATEWAY_* variables; flags override "
+        "them. Without a Redis URL the embedded SQLite store is used.",
+    )
+    parser.add_argument("--host", help="bind address (GATEWAY_HOST, 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (GATEWAY_PORT, 8000)")
+    parser.add_argument("--redis-url", help="Redis URL (GATEWAY_REDIS_URL or REDIS_URL)")
+    parser.add_argument("--sqlite-path", help="embedded store file (GATEWAY_SQLITE_PATH)")
+    parser.add_argument("--drain-s", type=float, help="seconds to spread 1001 closes over (10)")
+    parser.add_argument("--resync-s", type=float, help="anti-entropy interval (5)")
+    parser.add_argument(
+        "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
+    )
+    parser.set_defaults(handler=run_serve)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from gateway.server import serve
+
+    overrides = {
+        "host": args.host,
+        "port": args.port,
+        "redis_url": args.redis_url,
+        "sqlite_path": args.sqlite_path,
+        "drain_s": args.drain_s,
+        "resync_s": args.resync_s,
+    }
+    settings = Settings(**{name: value for name, value in overrides.items() if value is not None})
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    serve(settings, args.log_level)
+    return 0
+
+
 # Register a subcommand by appending its ``add_<name>(subparsers)`` here.
-COMMANDS: list[Callable[[Subparsers], None]] = [add_token]
+COMMANDS: list[Callable[[Subparsers], None]] = [add_token, add_serve]
 
 
 def build_parser() -> argparse.ArgumentParser:

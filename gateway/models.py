@@ -142,7 +142,7 @@ def new_job_id() -> str:
 
 def check_job_id(value: object) -> str:
     """Accept only the canonical lowercase 36-char UUID form, so one job has exactly one key."""
-    if not isinstance(value, str) or not _UUID_RE.match(value):
+    if not isinstance(value, str) or not _UUID_RE.fullmatch(value):
         raise InvalidJobId(f"job id must be a lowercase UUID, got {_preview(value)}")
     return value
 
@@ -161,7 +161,7 @@ def check_owner(value: object) -> str:
 
 
 def check_kind(value: object) -> str:
-    if not isinstance(value, str) or len(value) > MAX_KIND_CHARS or not _KIND_RE.match(value):
+    if not isinstance(value, str) or len(value) > MAX_KIND_CHARS or not _KIND_RE.fullmatch(value):
         raise BadRequest(
             f"kind must match [a-z0-9][a-z0-9_.-]* (at most {MAX_KIND_CHARS} characters), "
             f"got {_preview(value)}"
@@ -170,7 +170,11 @@ def check_kind(value: object) -> str:
 
 
 def check_executor(value: object) -> str:
-    if not isinstance(value, str) or len(value) > MAX_EXECUTOR_CHARS or not _EXECUTOR_RE.match(value):
+    if (
+        not isinstance(value, str)
+        or len(value) > MAX_EXECUTOR_CHARS
+        or not _EXECUTOR_RE.fullmatch(value)
+    ):
         raise BadRequest(f"executor must match [a-z0-9][a-z0-9_-]*, got {_preview(value)}")
     return value
 
@@ -205,7 +209,9 @@ def encode_json(value: object, field: str) -> str:
     try:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
-        raise BadRequest(f"{field} must be JSON-serializable without NaN or infinity: {exc}") from exc
+        raise BadRequest(
+            f"{field} must be JSON-serializable without NaN or infinity: {exc}"
+        ) from exc
     size = len(_check_utf8(text, field))
     if size > MAX_JSON_BYTES:
         raise PayloadTooLarge(f"{field} is {size} bytes of JSON, the limit is {MAX_JSON_BYTES}")
@@ -274,7 +280,9 @@ class Update:
     message: str | None = None
 
     @classmethod
-    def build(cls, *, progress: object = None, stage: object = None, message: object = None) -> Update:
+    def build(
+        cls, *, progress: object = None, stage: object = None, message: object = None
+    ) -> Update:
         if progress is None and stage is None and message is None:
             raise BadRequest("update needs at least one of progress, stage, message")
         return cls(
@@ -306,7 +314,9 @@ class Fail:
     @classmethod
     def build(cls, *, code: object, message: object) -> Fail:
         if code not in ERROR_CODES:
-            raise BadRequest(f"error code must be one of {sorted(ERROR_CODES)}, got {_preview(code)}")
+            raise BadRequest(
+                f"error code must be one of {sorted(ERROR_CODES)}, got {_preview(code)}"
+            )
         assert isinstance(code, str)
         return cls(code=code, message=check_text(message, "message", MAX_MESSAGE_CHARS))
 
@@ -337,4 +347,6 @@ class AttachCall:
         return cls(executor=check_executor(executor), call_id=check_call_id(call_id))
 
 
-Change: TypeAlias = Start | Update | Heartbeat | Succeed | Fail | RequestCancel | Cancel | AttachCall
+Change: TypeAlias = (
+    Start | Update | Heartbeat | Succeed | Fail | RequestCancel | Cancel | AttachCall
+)

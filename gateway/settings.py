@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Annotated
 from urllib.parse import quote, urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from gateway.auth import check_secret
 from gateway.errors import BadRequest
@@ -53,12 +54,34 @@ class Settings(BaseSettings):
     history_maxlen: int = Field(default=DEFAULT_HISTORY_MAXLEN, ge=1)
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=1, le=65535)
+    # Cross-origin browsers allowed for CORS and the WebSocket Origin check; "*" allows any.
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    resync_s: float = Field(default=5.0, gt=0, le=3600)
+    probe_s: float = Field(default=5.0, gt=0, le=3600)
+    drain_s: float = Field(default=10.0, ge=0, le=600)
+    auth_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    ws_heartbeat_s: float = Field(default=20.0, gt=0, le=3600)
+    max_frame_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    max_subscriptions: int = Field(default=1000, ge=1, le=100_000)
+    max_connections_per_owner: int = Field(default=50, ge=1, le=100_000)
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024, le=64 * 1024 * 1024)
+    max_wait_s: float = Field(default=30.0, gt=0, le=300)
+    sse_keepalive_s: float = Field(default=15.0, gt=0, le=300)
+    recent_s: float = Field(default=86400.0, ge=0)
 
     @field_validator("redis_url")
     @classmethod
     def _check_redis_url(cls, value: str | None) -> str | None:
         if value is not None and urlsplit(value).scheme not in REDIS_SCHEMES:
             raise ValueError(f"must be a {'/'.join(sorted(REDIS_SCHEMES))}:// URL")
+        return value
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        # GATEWAY_ALLOWED_ORIGINS="https://app.example,https://admin.example"
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
         return value
 
     @field_validator("secret")

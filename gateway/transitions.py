@@ -101,7 +101,7 @@ def apply_change(job: Job, change: Change, now: datetime) -> Outcome:
     elif isinstance(change, Fail):
         fields = {
             "status": JobStatus.FAILED,
-            "error": JobError(code=change.code, message=change.message),  # type: ignore[arg-type]
+            "error": JobError.model_validate({"code": change.code, "message": change.message}),
             "heartbeat_at": now,
         }
     elif isinstance(change, Cancel):

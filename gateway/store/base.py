@@ -57,6 +57,14 @@ class JobStore(Protocol):
         """Snapshots in one round trip, ``None`` where a job does not exist."""
         ...
 
+    async def snapshots(self, job_ids: Sequence[str]) -> list[str | None]:
+        """Stored snapshots as JSON text, exactly as published (no re-encoding for fan-out)."""
+        ...
+
+    async def seqs(self, job_ids: Sequence[str]) -> list[int | None]:
+        """Current ``seq`` of each job, ``None`` where missing: the cheap anti-entropy probe."""
+        ...
+
     async def history(self, job_id: str) -> list[HistoryEvent]:
         """The bounded timeline of changes, oldest first."""
         ...

@@ -173,11 +173,11 @@ class RedisJobStore:
         keys = (self.keys.job(job_id), self.keys.history(job_id))
         argv = [op, self.keys.channel(job_id), *self._static_args, *args]
         try:
-            reply = await self._redis.evalsha(APPLY_SHA, 2, *keys, *argv)  # type: ignore[misc]
+            reply = await self._redis.evalsha(APPLY_SHA, 2, *keys, *argv)
         except NoScriptError:
             # A restarted or flushed Redis forgot the script: load it and go on.
             await self._redis.script_load(APPLY_LUA)
-            reply = await self._redis.evalsha(APPLY_SHA, 2, *keys, *argv)  # type: ignore[misc]
+            reply = await self._redis.evalsha(APPLY_SHA, 2, *keys, *argv)
         if reply[0] == b"err":
             code, status = reply[1].decode(), reply[2].decode()
             if code == "not_found":
@@ -204,7 +204,7 @@ class RedisJobStore:
     async def get(self, job_id: str) -> Job:
         check_job_id(job_id)
         with map_redis_errors("get", job_id):
-            raw = await self._redis.hget(self.keys.job(job_id), "snapshot")  # type: ignore[misc]
+            raw = await self._redis.hget(self.keys.job(job_id), "snapshot")
         if raw is None:
             raise JobNotFound(f"job {job_id} not found", job_id=job_id)
         return Job.model_validate_json(raw)
@@ -281,9 +281,31 @@ class RedisJobStore:
             recent=sorted(unique_recent.values(), key=lambda job: job.updated_at, reverse=True),
         )
 
+    async def snapshots(self, job_ids: Sequence[str]) -> list[str | None]:
+        for job_id in job_ids:
+            check_job_id(job_id)
+        if not job_ids:
+            return []
+        with map_redis_errors("snapshots"):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    pipe.hget(self.keys.job(job_id), "snapshot")
+                raws = await pipe.execute()
+        return [None if raw is None else raw.decode() for raw in raws]
+
+    async def seqs(self, job_ids: Sequence[str]) -> list[int | None]:
+        if not job_ids:
+            return []
+        with map_redis_errors("seqs"):
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    pipe.hget(self.keys.job(job_id), "seq")
+                raws = await pipe.execute()
+        return [None if raw is None else int(raw) for raw in raws]
+
     async def ping(self) -> None:
         with map_redis_errors("ping"):
-            await self._redis.ping()  # type: ignore[misc]
+            await self._redis.ping()
 
     async def aclose(self) -> None:
         await self._redis.aclose()

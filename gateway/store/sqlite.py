@@ -252,7 +252,9 @@ class SqliteJobStore:
         with self._transaction(conn):
             expired = "SELECT id FROM jobs WHERE expires_ms IS NOT NULL AND expires_ms <= ?"
             conn.execute(f"DELETE FROM history WHERE job_id IN ({expired})", (now_ms,))
-            conn.execute("DELETE FROM jobs WHERE expires_ms IS NOT NULL AND expires_ms <= ?", (now_ms,))
+            conn.execute(
+                "DELETE FROM jobs WHERE expires_ms IS NOT NULL AND expires_ms <= ?", (now_ms,)
+            )
             conn.execute(
                 "DELETE FROM changes WHERE id <= (SELECT MAX(id) FROM changes) - ?", (CHANGES_KEPT,)
             )
@@ -342,6 +344,36 @@ class SqliteJobStore:
 
         return await self._call("owner_jobs", None, read)
 
+    async def snapshots(self, job_ids: Sequence[str]) -> list[str | None]:
+        for job_id in job_ids:
+            check_job_id(job_id)
+        rows = await self._rows("snapshots", job_ids, "snapshot")
+        return [None if row is None else str(row) for row in rows]
+
+    async def seqs(self, job_ids: Sequence[str]) -> list[int | None]:
+        rows = await self._rows("seqs", job_ids, "seq")
+        return [None if row is None else int(str(row)) for row in rows]
+
+    async def _rows(self, op: str, job_ids: Sequence[str], column: str) -> list[object | None]:
+        if not job_ids:
+            return []
+
+        def read(conn: sqlite3.Connection) -> list[object | None]:
+            now_ms = _now()[1]
+            found: dict[str, object] = {}
+            for start in range(0, len(job_ids), 500):
+                chunk = list(job_ids[start : start + 500])
+                marks = ",".join("?" * len(chunk))
+                rows = conn.execute(
+                    f"SELECT id, {column} FROM jobs WHERE id IN ({marks})"
+                    " AND (expires_ms IS NULL OR expires_ms > ?)",
+                    (*chunk, now_ms),
+                ).fetchall()
+                found.update((row[0], row[1]) for row in rows)
+            return [found.get(job_id) for job_id in job_ids]
+
+        return await self._call(op, None, read)
+
     # -- change feed ---------------------------------------------------------------------------
 
     async def changes_after(self, cursor: int, limit: int = 1000) -> list[ChangeRecord]:
@@ -349,7 +381,8 @@ class SqliteJobStore:
 
         def read(conn: sqlite3.Connection) -> list[ChangeRecord]:
             rows = conn.execute(
-                "SELECT id, job_id, owner, seq, created FROM changes WHERE id > ? ORDER BY id LIMIT ?",
+                "SELECT id, job_id, owner, seq, created FROM changes"
+                " WHERE id > ? ORDER BY id LIMIT ?",
                 (cursor, limit),
             ).fetchall()
             return [ChangeRecord(row[0], row[1], row[2], row[3], bool(row[4])) for row in rows]
@@ -364,10 +397,18 @@ class SqliteJobStore:
         return await self._call("last_cursor", None, read)
 
     async def follow(self, cursor: int, *, poll_s: float = 0.05) -> AsyncIterator[ChangeRecord]:
-        """Tail the change feed from ``cursor`` forever, across every writing process.
+        """Tail the change feed from ``cursor`` forever, one record at a time."""
+        async for batch in self.follow_batches(cursor, poll_s=poll_s):
+            for record in batch:
+                yield record
+
+    async def follow_batches(
+        self, cursor: int, *, poll_s: float = 0.05
+    ) -> AsyncIterator[list[ChangeRecord]]:
+        """Tail the change feed from ``cursor`` forever, a batch per wake-up, across processes.
 
         ``PRAGMA data_version`` changes when another connection commits, so an idle poll costs one
-        pragma, not a query.
+        pragma, not a query; our own commits are counted separately.
         """
         version: tuple[int, int] = (-1, -1)
         while True:
@@ -379,8 +420,7 @@ class SqliteJobStore:
             if current != version:
                 version = current
                 while batch := await self.changes_after(cursor):
-                    for record in batch:
-                        yield record
+                    yield batch
                     cursor = batch[-1].cursor
             await asyncio.sleep(poll_s)
 

@@ -7,7 +7,7 @@ again at the store's door; either way the job's snapshot and history stay exactl
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import pytest
 
@@ -25,14 +25,6 @@ from gateway.models import (
 from gateway.store import JobStore
 from tests.support.contract import new_job, state
 
-# models.py checks ids, kinds and executors with ``re.match(r"^...$")``, and ``$`` also matches just
-# before a trailing newline, so "<uuid>\n" passes as a second, distinct key for the same job.
-TRAILING_NEWLINE_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="gateway/models.py: _UUID_RE/_KIND_RE/_EXECUTOR_RE use match() with $, which accepts "
-    "a trailing newline; use fullmatch() (or \\Z)",
-)
-
 GOOD_ID = str(uuid.uuid4())
 BAD_IDS: list[object] = [
     GOOD_ID.upper(),
@@ -41,23 +33,13 @@ BAD_IDS: list[object] = [
     None,
     12345,
     f" {GOOD_ID}",
-    pytest.param(f"{GOOD_ID}\n", marks=TRAILING_NEWLINE_BUG),
+    f"{GOOD_ID}\n",
     "{" + GOOD_ID + "}",
     GOOD_ID[:-1] + "g",
     GOOD_ID[:-1],
     uuid.UUID(GOOD_ID),
 ]
 LONE_SURROGATE = "half \ud800 a pair"
-
-
-KNOWN_BUGS = {"executor-newline", "kind-newline"}
-
-
-def with_known_bugs(cases: Mapping[str, object]) -> list[object]:
-    return [
-        pytest.param(name, marks=TRAILING_NEWLINE_BUG) if name in KNOWN_BUGS else name
-        for name in cases
-    ]
 
 
 @pytest.fixture
@@ -90,7 +72,6 @@ async def test_malformed_job_id_is_rejected_everywhere(
     assert await state(store, job.id) == before
 
 
-@TRAILING_NEWLINE_BUG
 async def test_one_uuid_is_one_job(store: JobStore, job: Job) -> None:
     with pytest.raises(InvalidJobId):
         await store.create(Create.build(owner="alice", kind="render", job_id=f"{job.id}\n"))
@@ -154,7 +135,7 @@ BUILDERS: dict[str, tuple[Callable[[], object], type[GatewayError]]] = {
 }
 
 
-@pytest.mark.parametrize("name", with_known_bugs(BUILDERS))
+@pytest.mark.parametrize("name", list(BUILDERS))
 async def test_bad_change_value_is_rejected_and_nothing_is_written(
     store: JobStore, job: Job, name: str
 ) -> None:
@@ -224,7 +205,7 @@ CREATES: dict[str, tuple[dict[str, object], type[GatewayError]]] = {
 }
 
 
-@pytest.mark.parametrize("name", with_known_bugs(CREATES))
+@pytest.mark.parametrize("name", list(CREATES))
 async def test_bad_create_is_rejected_and_nothing_is_written(
     store: JobStore, job: Job, name: str
 ) -> None:

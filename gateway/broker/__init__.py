@@ -1,0 +1,1 @@
+"""Brokers: how a gateway hears about changes (Redis pub/sub, or the SQLite change feed)."""

@@ -1,0 +1,47 @@
+"""The broker protocol: delivers published snapshots of watched jobs to the hub."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Protocol
+
+SnapshotHandler = Callable[[str], None]
+ReconnectHandler = Callable[[], Awaitable[None]]
+
+
+class Broker(Protocol):
+    @property
+    def connected(self) -> bool:
+        """True while changes are being received (readiness depends on it)."""
+        ...
+
+    async def start(
+        self,
+        on_snapshot: SnapshotHandler,
+        on_created: SnapshotHandler,
+        on_reconnect: ReconnectHandler,
+    ) -> None:
+        """Begin delivering: ``on_snapshot`` for job channels, ``on_created`` for owner notices.
+
+        ``on_reconnect`` runs after every (re)subscription, because messages published while the
+        subscriber was away are gone: the hub resyncs from the store.
+        """
+        ...
+
+    async def watch_jobs(self, job_ids: Sequence[str]) -> None:
+        """Return once changes of these jobs will be delivered (subscribed, confirmed).
+
+        Guarantee: any change committed after this returns reaches ``on_snapshot``, or, if the
+        subscriber was disconnected meanwhile, is recovered by the ``on_reconnect`` resync.
+        """
+        ...
+
+    def unwatch_jobs(self, job_ids: Sequence[str]) -> None:
+        """Stop delivering these jobs; takes effect in order with later ``watch_jobs`` calls."""
+        ...
+
+    async def watch_owner(self, owner: str) -> None: ...
+
+    def unwatch_owner(self, owner: str) -> None: ...
+
+    async def aclose(self) -> None: ...

@@ -1,0 +1,65 @@
+"""The running gateway: what every route and connection of one process shares.
+
+Built in the app's lifespan from ``Settings``; routes reach it as ``request.state.gateway``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+from gateway.auth import Claims, verify_token
+from gateway.broker.base import Broker
+from gateway.codes import CloseCode
+from gateway.hub import Hub
+from gateway.metrics import Metrics
+from gateway.protocol import Limits
+from gateway.settings import Settings
+from gateway.store import JobStore
+
+logger = logging.getLogger("gateway")
+
+CloseConnection = Callable[[int, str], Awaitable[None]]
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    store: JobStore
+    broker: Broker
+    hub: Hub
+    metrics: Metrics
+    secret: str
+    limits: Limits
+    draining: bool = False
+    connections_by_owner: Counter[str] = field(default_factory=Counter)
+    closers: dict[int, CloseConnection] = field(default_factory=dict)
+
+    def verify(self, token: str) -> Claims:
+        return verify_token(self.secret, token)
+
+    def origin_allowed(self, origin: str | None) -> bool:
+        """Browsers always send Origin on WebSocket upgrades; other clients may omit it."""
+        if origin is None:
+            return True
+        allowed = self.settings.allowed_origins
+        return "*" in allowed or origin in allowed
+
+    async def drain(self, window_s: float) -> None:
+        """Close every WebSocket with 1001, spread over ``window_s`` so clients do not all
+        reconnect to the remaining replicas in the same instant."""
+        self.draining = True
+        closers = list(self.closers.values())
+        if not closers:
+            return
+        logger.info("draining %d WebSocket connections over %.1fs", len(closers), window_s)
+
+        async def close_later(close: CloseConnection) -> None:
+            await asyncio.sleep(random.uniform(0, window_s))
+            await close(CloseCode.GOING_AWAY, "server shutting down")
+
+        await asyncio.gather(*(close_later(close) for close in closers), return_exceptions=True)

@@ -1,0 +1,340 @@
+"""The hub: which connection watches which job, and fan-out of every snapshot to them.
+
+Each published snapshot is decoded once and turned into one shared ``Snapshot``; its frame for a
+transport is encoded once, on first use, however many connections receive it. Channels are
+subscribed with reference counts: the first watcher of a job subscribes, the last one leaving
+unsubscribes. Subscribing is race-free (subscribe first, then read the stored snapshot), and the
+hub assumes pub/sub loses messages: after every broker reconnect, and every ``resync_s``, it
+compares the ``seq`` of watched jobs with the store and delivers what is missing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from gateway.broker.base import Broker
+from gateway.errors import Forbidden, GatewayError, JobNotFound
+from gateway.metrics import Metrics
+from gateway.outbox import Outbox
+from gateway.store import JobStore
+
+logger = logging.getLogger("gateway.hub")
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class Snapshot:
+    """One job snapshot as published, shared by every connection that receives it."""
+
+    __slots__ = ("_sse", "_ws", "job_id", "owner", "raw", "seq", "terminal", "updated_at")
+
+    def __init__(self, raw: str) -> None:
+        fields = json.loads(raw)
+        self.raw = raw
+        self.job_id: str = fields["id"]
+        self.owner: str = fields["owner"]
+        self.seq: int = fields["seq"]
+        self.terminal: bool = fields["status"] in TERMINAL
+        self.updated_at: str = fields["updated_at"]
+        self._ws: str | None = None
+        self._sse: str | None = None
+
+    @property
+    def ws_frame(self) -> str:
+        if self._ws is None:
+            self._ws = '{"op":"update","job":' + self.raw + "}"
+        return self._ws
+
+    @property
+    def sse_frame(self) -> str:
+        if self._sse is None:
+            self._sse = f"id: {self.seq}\nevent: update\ndata: {self.raw}\n\n"
+        return self._sse
+
+
+@dataclass(frozen=True, slots=True)
+class WatchResult:
+    """Outcome of watching one job: its current snapshot, or why it cannot be watched."""
+
+    job_id: str
+    snapshot: Snapshot | None = None
+    error: GatewayError | None = None
+
+
+class Hub:
+    def __init__(
+        self,
+        store: JobStore,
+        broker: Broker,
+        metrics: Metrics,
+        *,
+        resync_s: float = 5.0,
+    ) -> None:
+        self.store = store
+        self.broker = broker
+        self.metrics = metrics
+        self.resync_s = resync_s
+        self._watchers: dict[str, set[Outbox[Snapshot]]] = {}
+        self._owner_watchers: dict[str, set[Outbox[Snapshot]]] = {}
+        self._latest: dict[str, int] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._resync_task: asyncio.Task[None] | None = None
+        self._debug = logger.isEnabledFor(logging.DEBUG)
+        self._deliveries = metrics.deliveries.labels("ws")
+        self._conflated = metrics.conflated
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.broker.start(self.on_snapshot, self.on_created, self.resync)
+        self._resync_task = asyncio.create_task(self._resync_loop(), name="pgw-resync")
+
+    async def aclose(self) -> None:
+        tasks = [*self._tasks, *([self._resync_task] if self._resync_task else [])]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self.broker.aclose()
+
+    # -- watching ------------------------------------------------------------------------------
+
+    async def watch(
+        self, outbox: Outbox[Snapshot], owner: str, jobs: Sequence[tuple[str, int | None]]
+    ) -> list[WatchResult]:
+        """Watch jobs for ``outbox`` (the caller owns them all, or gets ``forbidden``).
+
+        Queues each job's snapshot when it is newer than the ``seq`` the client has. Raises
+        ``StoreUnavailable`` when the store cannot be read; nothing is left watched then.
+        """
+        ids = [job_id for job_id, _ in jobs]
+        for job_id, seq in jobs:
+            if seq:
+                outbox.set_known_seq(job_id, seq)
+        self._add(outbox, ids)
+        try:
+            # Subscribe first, then read: a change between the two arrives on the channel.
+            await self.broker.watch_jobs(ids)
+            raws = await self.store.snapshots(ids)
+        except BaseException:
+            self.unwatch(outbox, ids)
+            raise
+        results: list[WatchResult] = []
+        finished: list[str] = []
+        for job_id, raw in zip(ids, raws, strict=True):
+            if raw is None:
+                finished.append(job_id)
+                results.append(WatchResult(job_id, error=_not_found(job_id)))
+                continue
+            snapshot = Snapshot(raw)
+            if snapshot.owner != owner:
+                finished.append(job_id)
+                results.append(WatchResult(job_id, error=_forbidden(job_id)))
+                continue
+            self._deliver_to(outbox, snapshot)
+            results.append(WatchResult(job_id, snapshot=snapshot))
+        if finished:
+            self.unwatch(outbox, finished)
+        return results
+
+    def unwatch(self, outbox: Outbox[Snapshot], job_ids: Iterable[str]) -> None:
+        gone: list[str] = []
+        for job_id in job_ids:
+            watchers = self._watchers.get(job_id)
+            if watchers is None or outbox not in watchers:
+                continue
+            watchers.discard(outbox)
+            outbox.forget(job_id)
+            self.metrics.subscriptions.dec()
+            if not watchers:
+                del self._watchers[job_id]
+                self._latest.pop(job_id, None)
+                gone.append(job_id)
+        if gone:
+            self.metrics.channels.set(len(self._watchers))
+            self.broker.unwatch_jobs(gone)
+
+    async def watch_owner(self, outbox: Outbox[Snapshot], owner: str) -> list[WatchResult]:
+        """Watch every non-terminal job of ``owner`` now, and every job it creates later."""
+        self._owner_watchers.setdefault(owner, set()).add(outbox)
+        try:
+            await self.broker.watch_owner(owner)
+            owned = await self.store.owner_jobs(owner, recent_s=0)
+        except BaseException:
+            self.unwatch_owner(outbox, owner)
+            raise
+        return await self.watch(outbox, owner, [(job.id, None) for job in owned.active])
+
+    def unwatch_owner(self, outbox: Outbox[Snapshot], owner: str) -> None:
+        watchers = self._owner_watchers.get(owner)
+        if watchers is None or outbox not in watchers:
+            return
+        watchers.discard(outbox)
+        if not watchers:
+            del self._owner_watchers[owner]
+            self.broker.unwatch_owner(owner)
+
+    def drop(self, outbox: Outbox[Snapshot], owner: str | None) -> None:
+        """Forget a closed connection entirely."""
+        self.unwatch(outbox, list(outbox.job_ids()))
+        if owner is not None:
+            self.unwatch_owner(outbox, owner)
+
+    def watched_count(self) -> int:
+        return len(self._watchers)
+
+    # -- delivery (called by the broker) --------------------------------------------------------
+
+    def on_snapshot(self, raw: str) -> None:
+        """A snapshot arrived on a job channel: fan it out, encoded once."""
+        snapshot = Snapshot(raw)
+        watchers = self._watchers.get(snapshot.job_id)
+        if not watchers or snapshot.seq <= self._latest.get(snapshot.job_id, 0):
+            return
+        self._latest[snapshot.job_id] = snapshot.seq
+        for outbox in watchers:
+            self._offer(outbox, snapshot)
+        if snapshot.terminal:
+            self._finished(snapshot.job_id)
+        self._observe_latency(snapshot)
+        if self._debug:
+            logger.debug(
+                "job %s seq %d to %d connections", snapshot.job_id, snapshot.seq, len(watchers)
+            )
+
+    def on_created(self, raw: str) -> None:
+        """A job was created: every ``scope: mine`` watcher of its owner starts watching it."""
+        snapshot = Snapshot(raw)
+        watchers = self._owner_watchers.get(snapshot.owner)
+        if not watchers:
+            return
+        for outbox in list(watchers):
+            self._spawn(self._adopt(outbox, snapshot.owner, snapshot.job_id))
+
+    async def _adopt(self, outbox: Outbox[Snapshot], owner: str, job_id: str) -> None:
+        if outbox.closed or outbox.watches(job_id):
+            return
+        try:
+            await self.watch(outbox, owner, [(job_id, None)])
+        except GatewayError as exc:
+            # The next resync cannot help a job we never watched: say so loudly.
+            logger.error("could not watch new job %s of %s: %s", job_id, owner, exc)
+
+    def _deliver_to(self, outbox: Outbox[Snapshot], snapshot: Snapshot) -> None:
+        self._offer(outbox, snapshot)
+        if snapshot.terminal:
+            self._release(outbox, snapshot.job_id)
+
+    def _offer(self, outbox: Outbox[Snapshot], snapshot: Snapshot) -> None:
+        outcome = outbox.offer_update(snapshot.job_id, snapshot.seq, snapshot)
+        if outcome >= 0:
+            self._deliveries.inc()
+            if outcome == 1:
+                self._conflated.inc()
+
+    def _finished(self, job_id: str) -> None:
+        """Nothing follows a terminal snapshot: every watcher stops listening for the job."""
+        for outbox in list(self._watchers.get(job_id, ())):
+            self._release(outbox, job_id)
+
+    def _release(self, outbox: Outbox[Snapshot], job_id: str) -> None:
+        watchers = self._watchers.get(job_id)
+        if watchers is None or outbox not in watchers:
+            return
+        watchers.discard(outbox)
+        outbox.untrack(job_id)  # keeps the pending terminal frame
+        self.metrics.subscriptions.dec()
+        if not watchers:
+            del self._watchers[job_id]
+            self._latest.pop(job_id, None)
+            self.metrics.channels.set(len(self._watchers))
+            self.broker.unwatch_jobs([job_id])
+
+    def _observe_latency(self, snapshot: Snapshot) -> None:
+        try:
+            published = datetime.fromisoformat(snapshot.updated_at).timestamp()
+        except ValueError:
+            return
+        self.metrics.publish_to_send.observe(max(0.0, time.time() - published))
+
+    # -- resync ----------------------------------------------------------------------------------
+
+    async def resync(self) -> None:
+        """Deliver every watched job whose stored ``seq`` is newer than what we fanned out."""
+        ids = list(self._watchers)
+        if not ids:
+            return
+        seqs = await self.store.seqs(ids)
+        behind = [
+            job_id
+            for job_id, seq in zip(ids, seqs, strict=True)
+            if seq is not None and seq > self._latest.get(job_id, 0)
+        ]
+        if not behind:
+            return
+        raws = await self.store.snapshots(behind)
+        for raw in raws:
+            if raw is None:
+                continue
+            snapshot = Snapshot(raw)
+            watchers = self._watchers.get(snapshot.job_id)
+            if not watchers:
+                continue
+            repaired = False
+            for outbox in watchers:
+                if snapshot.seq > outbox.known_seq(snapshot.job_id):
+                    repaired = True
+                self._offer(outbox, snapshot)
+            self._latest[snapshot.job_id] = max(self._latest.get(snapshot.job_id, 0), snapshot.seq)
+            if snapshot.terminal:
+                self._finished(snapshot.job_id)
+            if repaired:
+                self.metrics.resync_repairs.inc()
+                logger.info("resync delivered job %s seq %d", snapshot.job_id, snapshot.seq)
+
+    async def _resync_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.resync_s)
+            try:
+                await self.resync()
+            except GatewayError as exc:
+                logger.warning(
+                    "anti-entropy resync failed, retrying in %.1fs: %s", self.resync_s, exc
+                )
+
+    # -- bookkeeping -----------------------------------------------------------------------------
+
+    def _add(self, outbox: Outbox[Snapshot], job_ids: Iterable[str]) -> None:
+        for job_id in job_ids:
+            watchers = self._watchers.get(job_id)
+            if watchers is None:
+                watchers = self._watchers[job_id] = set()
+            if outbox not in watchers:
+                watchers.add(outbox)
+                outbox.track(job_id)
+                self.metrics.subscriptions.inc()
+        self.metrics.channels.set(len(self._watchers))
+
+    def _spawn(self, coro: object) -> None:
+        assert asyncio.iscoroutine(coro)
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            logger.error("hub background task failed: %r", exc, exc_info=exc)
+
+
+def _not_found(job_id: str) -> GatewayError:
+    return JobNotFound(f"job {job_id} not found", job_id=job_id)
+
+
+def _forbidden(job_id: str) -> GatewayError:
+    return Forbidden(f"job {job_id} belongs to someone else", job_id=job_id)

@@ -1,0 +1,119 @@
+"""Per-connection outbox: bounded, conflating, ordered.
+
+Pending items are kept in arrival order. An update for a job that still has a pending update
+replaces it in place (conflation): a slow client skips intermediate snapshots but always gets the
+newest, and since nothing follows a terminal snapshot, the terminal one is never skipped. Memory is
+bounded by the number of watched jobs plus ``max_controls`` control frames (acks, errors, pongs).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections.abc import Iterator
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class OutboxOverflow(Exception):
+    """Too many control frames are waiting: the client does not read; close it."""
+
+
+class Outbox(Generic[T]):
+    __slots__ = (
+        "_controls",
+        "_counter",
+        "_max_controls",
+        "_pending",
+        "_ready",
+        "_seqs",
+        "_watching",
+        "closed",
+    )
+
+    def __init__(self, max_controls: int = 256) -> None:
+        self._pending: dict[str | int, T | str] = {}
+        self._seqs: dict[str, int] = {}
+        self._watching: set[str] = set()
+        self._controls = 0
+        self._max_controls = max_controls
+        self._counter = itertools.count()
+        self._ready = asyncio.Event()
+        self.closed = False
+
+    # -- what the connection watches -----------------------------------------------------------
+
+    def track(self, job_id: str) -> None:
+        self._watching.add(job_id)
+
+    def untrack(self, job_id: str) -> None:
+        """Stop watching (the job finished) but keep a pending frame: it is the terminal one.
+
+        The job's seq is kept too, so a late path (a create notice, a resync) that offers the
+        same terminal snapshot again is refused: the client gets it exactly once.
+        """
+        self._watching.discard(job_id)
+
+    def forget(self, job_id: str) -> None:
+        """The client unsubscribed: drop everything about the job."""
+        self._watching.discard(job_id)
+        self._pending.pop(job_id, None)
+        self._seqs.pop(job_id, None)
+
+    def watches(self, job_id: str) -> bool:
+        return job_id in self._watching
+
+    def job_ids(self) -> Iterator[str]:
+        return iter(list(self._watching))
+
+    def watch_count(self) -> int:
+        return len(self._watching)
+
+    # -- queueing ------------------------------------------------------------------------------
+
+    def known_seq(self, job_id: str) -> int:
+        """The newest ``seq`` of the job already queued or sent (0 if none)."""
+        return self._seqs.get(job_id, 0)
+
+    def set_known_seq(self, job_id: str, seq: int) -> None:
+        """Record what the client already has, so nothing at or below it is sent."""
+        if seq > self._seqs.get(job_id, 0):
+            self._seqs[job_id] = seq
+
+    def offer_update(self, job_id: str, seq: int, item: T) -> int:
+        """Queue a job's snapshot: 1 if it replaced a pending one, 0 if queued, -1 if not newer."""
+        if self.closed or seq <= self._seqs.get(job_id, 0):
+            return -1
+        self._seqs[job_id] = seq
+        replaced = job_id in self._pending
+        self._pending[job_id] = item
+        self._ready.set()
+        return 1 if replaced else 0
+
+    def offer_control(self, frame: str) -> None:
+        if self.closed:
+            return
+        if self._controls >= self._max_controls:
+            raise OutboxOverflow(f"{self._controls} control frames are waiting to be sent")
+        self._controls += 1
+        self._pending[next(self._counter)] = frame
+        self._ready.set()
+
+    async def take(self) -> list[T | str]:
+        """Wait for pending items and take them all, in order."""
+        while not self._pending:
+            self._ready.clear()
+            await self._ready.wait()
+        items = list(self._pending.values())
+        self._pending.clear()
+        self._controls = 0
+        return items
+
+    def close(self) -> None:
+        self.closed = True
+        self._pending.clear()
+        self._ready.set()
+
+    def __len__(self) -> int:
+        return len(self._pending)

@@ -1,0 +1,74 @@
+"""Running the app under uvicorn, with a graceful drain on SIGTERM/SIGINT.
+
+uvicorn's own shutdown closes every WebSocket in the same instant (1012), which sends all clients
+to the remaining replicas at once. The first signal here instead marks the gateway draining
+(``/readyz`` → 503, new WebSockets refused), closes connections with 1001 spread over
+``drain_s``, and only then lets uvicorn stop. A second signal stops at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import logging
+from types import FrameType
+
+import uvicorn
+from starlette.applications import Starlette
+
+from gateway.app import create_app
+from gateway.gateway import Gateway
+from gateway.settings import Settings
+
+logger = logging.getLogger("gateway.server")
+
+
+class DrainingServer(uvicorn.Server):
+    def __init__(self, config: uvicorn.Config, app: Starlette, drain_s: float) -> None:
+        super().__init__(config)
+        self._app = app
+        self._drain_s = drain_s
+        self._drain_task: asyncio.Task[None] | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        gateway: Gateway | None = getattr(self._app.state, "gateway", None)
+        if self._drain_task is not None or gateway is None or self._drain_s <= 0:
+            super().handle_exit(sig, frame)
+            return
+        loop = asyncio.get_event_loop()
+        self._drain_task = loop.create_task(self._drain_then_exit(gateway, sig, frame))
+
+    async def _drain_then_exit(self, gateway: Gateway, sig: int, frame: FrameType | None) -> None:
+        try:
+            await gateway.drain(self._drain_s)
+        finally:
+            super().handle_exit(sig, frame)
+
+
+def uvicorn_config(app: Starlette, settings: Settings, log_level: str) -> uvicorn.Config:
+    return uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        # Deliberate: the sans-I/O websockets implementation honours transport flow control.
+        ws="websockets-sansio",
+        # Per-message deflate costs ~50 KiB and CPU per connection for ~300-byte frames.
+        ws_per_message_deflate=False,
+        ws_max_size=settings.max_frame_bytes,
+        ws_ping_interval=settings.ws_heartbeat_s,
+        ws_ping_timeout=settings.ws_heartbeat_s,
+        loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
+        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        lifespan="on",
+        # Bounded: uvicorn otherwise waits forever for open handlers (SSE, long-poll).
+        timeout_graceful_shutdown=max(1, int(settings.drain_s) + 5),
+        log_level=log_level,
+        access_log=False,
+        server_header=False,
+    )
+
+
+def serve(settings: Settings, log_level: str = "info") -> None:
+    app = create_app(settings)
+    server = DrainingServer(uvicorn_config(app, settings, log_level), app, settings.drain_s)
+    server.run()
