@@ -43,10 +43,14 @@ def strict_worker(strict_gateway: GatewayServer) -> Iterator[ProgressClient]:
         yield client
 
 
+async def read_until_closed(client: WsClient) -> None:
+    while True:
+        await client.recv(5)
+
+
 async def closed_with(client: WsClient) -> int:
     with pytest.raises(ConnectionClosed) as closed:
-        while True:
-            await client.recv(5)
+        await read_until_closed(client)
     assert closed.value.rcvd is not None
     return closed.value.rcvd.code
 
