@@ -13,6 +13,9 @@ HTTP ``status_code`` it maps to and whether retrying the same call can succeed (
     │   ├── JobExists         409 job_exists         create with an id that is taken
     │   └── JobFinished       409 job_finished       change to a job in a terminal status
     ├── PayloadTooLarge       413 payload_too_large  result, params or body over its limit
+    ├── Unprocessable         422 unprocessable      well-formed but invalid (unknown kind, params)
+    ├── ExecutorError         502 executor_error     the executor failed to start or reach the work
+    │   └── ExecutorUnavailable 503 executor_unavailable   unreachable for now; retry later
     └── StoreUnavailable      503 store_unavailable  store unreachable or failing; retry later
 
 Lower layers (redis-py, sqlite3) never leak above the store: backends raise
@@ -79,6 +82,22 @@ class JobFinished(Conflict):
 class PayloadTooLarge(GatewayError):
     code = "payload_too_large"
     status_code = 413
+
+
+class Unprocessable(GatewayError):
+    code = "unprocessable"
+    status_code = 422
+
+
+class ExecutorError(GatewayError):
+    code = "executor_error"
+    status_code = 502
+
+
+class ExecutorUnavailable(ExecutorError):
+    code = "executor_unavailable"
+    status_code = 503
+    retryable = True
 
 
 class StoreUnavailable(GatewayError):

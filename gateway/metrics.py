@@ -39,4 +39,10 @@ class Metrics:
         self.http_requests = Counter(
             "pgw_http_requests", "HTTP requests", ["route", "method", "status"], registry=r
         )
+        self.finalized = Counter(
+            "pgw_jobs_finalized",
+            "Jobs given a terminal state by the reaper or lazy finalization, by reason",
+            ["reason"],
+            registry=r,
+        )
         self.closes = Counter("pgw_ws_closes", "WebSocket closes by code", ["code"], registry=r)

@@ -7,7 +7,9 @@ built, so a bad deployment fails at startup with the variable's name, not on the
 
 from __future__ import annotations
 
+import hashlib
 import re
+import tempfile
 from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote, urlsplit
@@ -68,6 +70,15 @@ class Settings(BaseSettings):
     max_wait_s: float = Field(default=30.0, gt=0, le=300)
     sse_keepalive_s: float = Field(default=15.0, gt=0, le=300)
     recent_s: float = Field(default=86400.0, ge=0)
+    # Executors and the reaper (DESIGN §7).
+    worker_heartbeat_s: float = Field(default=10.0, gt=0, le=3600)
+    stale_after_s: float = Field(default=60.0, gt=0)
+    reap_interval_s: float = Field(default=10.0, gt=0, le=3600)
+    local_concurrency: int = Field(default=4, ge=1, le=1024)
+    local_slots_dir: Path | None = None
+    cancel_grace_s: float = Field(default=5.0, ge=0, le=600)
+    modal_app: str | None = None
+    modal_environment: str | None = None
 
     @field_validator("redis_url")
     @classmethod
@@ -107,6 +118,14 @@ class Settings(BaseSettings):
             return self.redis_url
         path = self.sqlite_path.expanduser().absolute()
         return f"sqlite:///{quote(path.as_posix())}"
+
+    def slots_dir(self) -> Path:
+        """Where local job processes take their concurrency slots: shared by every gateway
+        process of one store on this host, so the bound holds across them and restarts."""
+        if self.local_slots_dir is not None:
+            return self.local_slots_dir
+        digest = hashlib.sha256(f"{self.store_url()}|{self.key_prefix}".encode()).hexdigest()
+        return Path(tempfile.gettempdir()) / f"progress-gateway-slots-{digest[:16]}"
 
     def store_options(self) -> StoreOptions:
         return StoreOptions(

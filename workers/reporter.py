@@ -209,6 +209,14 @@ class AsyncReporter:
     async def _finish(self, change: Change) -> Job:
         self._raise_if_finished()
         await self._stop_background()
+        if self._pending is not None and not isinstance(change, Succeed):
+            # The last progress is part of the story of a failure ("failed at 20 %").
+            try:
+                await self._send()
+            except JobFinished:
+                raise
+            except GatewayError as exc:
+                logger.warning("last progress of job %s not written: %s", self.job_id, exc)
         self._pending = None
         deadline = time.monotonic() + self._final_retry_s
         delay = 0.1

@@ -79,6 +79,11 @@ class JobStore(Protocol):
         """
         ...
 
+    async def stale_jobs(self, heartbeat_before_ms: float, limit: int = 500) -> list[Job]:
+        """Non-terminal jobs whose last heartbeat is older than the given time (the reaper's
+        input), oldest first; index hints are confirmed against each job's own heartbeat."""
+        ...
+
     async def ping(self) -> None:
         """Raise ``StoreUnavailable`` unless the store answers."""
         ...

@@ -303,6 +303,39 @@ class RedisJobStore:
                 raws = await pipe.execute()
         return [None if raw is None else int(raw) for raw in raws]
 
+    async def stale_jobs(self, heartbeat_before_ms: float, limit: int = 500) -> list[Job]:
+        keys = self.keys
+        with map_redis_errors("stale_jobs"):
+            raw_ids = await self._redis.zrangebyscore(
+                keys.active, "-inf", heartbeat_before_ms, start=0, num=limit
+            )
+            ids = [bytes(raw).decode() for raw in raw_ids]  # type: ignore[arg-type]
+            if not ids:
+                return []
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for job_id in ids:
+                    pipe.hmget(keys.job(job_id), "snapshot", "heartbeat_ms")
+                rows = await pipe.execute()
+            stale: list[Job] = []
+            gone: list[str] = []
+            fresher: dict[str, float] = {}
+            for job_id, (raw, heartbeat_ms) in zip(ids, rows, strict=True):
+                job = None if raw is None else Job.model_validate_json(raw)
+                if job is None or job.terminal:
+                    gone.append(job_id)
+                elif float(heartbeat_ms) > heartbeat_before_ms:
+                    fresher[job_id] = float(heartbeat_ms)  # the hint lagged behind the job
+                else:
+                    stale.append(job)
+            if gone or fresher:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    if gone:
+                        pipe.zrem(keys.active, *gone)
+                    if fresher:
+                        pipe.zadd(keys.active, fresher)
+                    await pipe.execute()
+        return stale
+
     async def ping(self) -> None:
         with map_redis_errors("ping"):
             await self._redis.ping()

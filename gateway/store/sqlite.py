@@ -374,6 +374,17 @@ class SqliteJobStore:
 
         return await self._call(op, None, read)
 
+    async def stale_jobs(self, heartbeat_before_ms: float, limit: int = 500) -> list[Job]:
+        def read(conn: sqlite3.Connection) -> list[Job]:
+            rows = conn.execute(
+                "SELECT snapshot FROM jobs WHERE expires_ms IS NULL AND heartbeat_ms < ?"
+                " ORDER BY heartbeat_ms LIMIT ?",
+                (heartbeat_before_ms, limit),
+            ).fetchall()
+            return [Job.model_validate_json(row[0]) for row in rows]
+
+        return await self._call("stale_jobs", None, read)
+
     # -- change feed ---------------------------------------------------------------------------
 
     async def changes_after(self, cursor: int, limit: int = 1000) -> list[ChangeRecord]:
