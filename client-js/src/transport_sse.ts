@@ -1,0 +1,139 @@
+/**
+ * Fallback 1: Server-Sent Events, one `EventSource` per watched job on
+ * `GET /exports/{id}/events?token=…` (an EventSource cannot set headers).
+ *
+ * While a stream is up the EventSource itself reconnects after a network blip and sends
+ * `Last-Event-ID` (the `id:` of the last event, which is the job's seq), so nothing is missed.
+ * When it gives up (an HTTP error: 401, 403, 404, 503, or 204 after the terminal snapshot) the
+ * feed asks `GET /exports/{id}` what is wrong: a snapshot is delivered, 401 has refreshed the
+ * token, 403/404 end the watch, anything else counts as a transport failure; then it opens a new
+ * EventSource after a backoff delay. A new EventSource cannot send `Last-Event-ID`, so the
+ * gateway starts it with the current snapshot, which the client drops if it already has it.
+ */
+
+import type { FeedContext, JobFeed } from "./feed.js";
+import { errorContext, isFinalError } from "./feed.js";
+import { HttpError, jobPath } from "./http.js";
+import type { TokenSource } from "./token.js";
+import type { EventSourceConstructor, EventSourceLike, JobSnapshot } from "./types.js";
+import { isTerminal } from "./types.js";
+
+const CLOSED = 2;
+
+export class SseFeed implements JobFeed {
+  private source: EventSourceLike | null = null;
+  private stopped = false;
+  private failures = 0;
+  private retryTimer: ReturnType<typeof setTimeout> | undefined;
+
+  constructor(
+    private readonly EventSourceImpl: EventSourceConstructor,
+    private readonly tokens: TokenSource,
+    private readonly context: FeedContext,
+    readonly jobId: string,
+  ) {
+    void this.open();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    clearTimeout(this.retryTimer);
+    this.closeSource();
+  }
+
+  private async open(): Promise<void> {
+    let token: string;
+    try {
+      token = await this.tokens.get();
+    } catch (error) {
+      this.retryLater(errorContext(error, this.jobId));
+      return;
+    }
+    if (this.stopped) return;
+    const url = this.context.api.url(`${jobPath(this.jobId)}/events`, { token });
+    const source = new this.EventSourceImpl(url);
+    this.source = source;
+    source.onopen = () => {
+      this.failures = 0;
+      this.context.handlers.working();
+    };
+    source.addEventListener("update", (event: { data: string }) => this.receive(event.data));
+    source.onerror = () => {
+      if (this.source !== source) return;
+      if (source.readyState === CLOSED) {
+        this.closeSource();
+        void this.diagnose();
+      } else {
+        // The EventSource reconnects by itself (with Last-Event-ID); count the failure.
+        this.context.handlers.trouble({
+          code: "transport",
+          message: `event stream of job ${this.jobId} lost; the EventSource is reconnecting`,
+          jobId: this.jobId,
+        });
+      }
+    };
+  }
+
+  private receive(data: string): void {
+    let job: JobSnapshot;
+    try {
+      job = JSON.parse(data) as JobSnapshot;
+    } catch (error) {
+      this.context.handlers.trouble({
+        code: "transport",
+        message: `event stream of job ${this.jobId} sent data that is not JSON: ${String(error)}`,
+        jobId: this.jobId,
+      });
+      return;
+    }
+    this.failures = 0;
+    this.context.handlers.update(job);
+    if (isTerminal(job)) this.stop();
+  }
+
+  /** The EventSource gave up: find out why with a plain GET, then reopen after a delay. */
+  private async diagnose(): Promise<void> {
+    try {
+      const job = await this.context.api.get(this.jobId);
+      if (this.stopped) return;
+      this.context.handlers.update(job);
+      if (isTerminal(job)) {
+        this.stop();
+        return;
+      }
+      // The job is readable but its stream is not: the event stream route is what fails.
+      this.retryLater({
+        code: "transport",
+        message: `event stream of job ${this.jobId} refused while the job is readable`,
+        jobId: this.jobId,
+      });
+    } catch (error) {
+      if (this.stopped) return;
+      if (error instanceof HttpError && isFinalError(error)) {
+        this.stop();
+        this.context.handlers.failed(this.jobId, errorContext(error, this.jobId));
+        return;
+      }
+      this.retryLater(errorContext(error, this.jobId));
+    }
+  }
+
+  private retryLater(error: Parameters<FeedContext["handlers"]["trouble"]>[0]): void {
+    if (this.stopped) return;
+    this.context.handlers.trouble(error);
+    if (this.stopped) return; // the client may have switched transports on this failure
+    const delay = this.context.delay(this.failures);
+    this.failures += 1;
+    clearTimeout(this.retryTimer);
+    this.retryTimer = setTimeout(() => void this.open(), delay);
+  }
+
+  private closeSource(): void {
+    const source = this.source;
+    this.source = null;
+    if (source === null) return;
+    source.onopen = null;
+    source.onerror = null;
+    source.close();
+  }
+}
