@@ -24,13 +24,18 @@ from gateway.http import routes as http_routes
 from gateway.http.middleware import middleware
 from gateway.http.problems import exception_handlers
 from gateway.hub import Hub
+from gateway.lifecycle import Lifecycle
 from gateway.metrics import Metrics
 from gateway.protocol import Limits
+from gateway.reaper import FileLeadership, Leadership, Reaper, RedisLeadership
 from gateway.settings import Settings
 from gateway.store import JobStore, open_store
 from gateway.store.redis import RedisJobStore
 from gateway.store.sqlite import SqliteJobStore
 from gateway.ws import websocket_endpoint
+from workers.executors.base import Executor
+from workers.executors.local import LocalExecutor
+from workers.kinds import KINDS
 
 logger = logging.getLogger("gateway")
 
@@ -49,6 +54,53 @@ def make_broker(store: JobStore, settings: Settings, metrics: Metrics) -> Broker
     if isinstance(store, SqliteJobStore):
         return SqliteBroker(store)
     raise BadRequest(f"no broker for store {type(store).__name__}")
+
+
+def child_environment(settings: Settings) -> dict[str, str]:
+    """The store settings a local job process needs to write where this gateway reads."""
+    environment = {
+        "GATEWAY_KEY_PREFIX": settings.key_prefix,
+        "GATEWAY_RETENTION_S": str(settings.retention_s),
+        "GATEWAY_HISTORY_MAXLEN": str(settings.history_maxlen),
+    }
+    if settings.redis_url is not None:
+        environment["GATEWAY_REDIS_URL"] = settings.redis_url
+    else:
+        environment["GATEWAY_SQLITE_PATH"] = str(settings.sqlite_path.expanduser().absolute())
+    return environment
+
+
+async def start_executors(settings: Settings, gateway: Gateway) -> dict[str, Executor]:
+    async def on_exit(job_id: str, call_id: str, code: int | None) -> None:
+        await gateway.lifecycle.on_local_exit(job_id, call_id, code)
+
+    executors: dict[str, Executor] = {
+        "local": LocalExecutor(
+            child_environment(settings),
+            settings.slots_dir(),
+            concurrency=settings.local_concurrency,
+            cancel_grace_s=settings.cancel_grace_s,
+            heartbeat_s=settings.worker_heartbeat_s,
+            on_exit=on_exit,
+        )
+    }
+    if settings.modal_app is not None:
+        from workers.executors.modal import ModalExecutor
+
+        executors["modal"] = ModalExecutor(
+            settings.modal_app, KINDS, environment_name=settings.modal_environment
+        )
+    for executor in executors.values():
+        await executor.start()
+    return executors
+
+
+def make_leadership(store: JobStore, settings: Settings) -> Leadership:
+    if isinstance(store, RedisJobStore):
+        assert settings.redis_url is not None
+        key = f"{settings.key_prefix}:reaper:leader"
+        return RedisLeadership(settings.redis_url, key, ttl_s=3 * settings.reap_interval_s)
+    return FileLeadership(settings.sqlite_path.expanduser().absolute().with_suffix(".reaper.lock"))
 
 
 def create_app(settings: Settings) -> Starlette:
@@ -75,14 +127,32 @@ def create_app(settings: Settings) -> Starlette:
                 heartbeat_s=settings.ws_heartbeat_s,
             ),
         )
+        executors = await start_executors(settings, gateway)
+        gateway.lifecycle = Lifecycle(
+            store, executors, KINDS, metrics, cancel_timeout_s=3 * settings.cancel_grace_s + 5
+        )
+        reaper = Reaper(
+            store,
+            gateway.lifecycle,
+            make_leadership(store, settings),
+            stale_after_s=settings.stale_after_s,
+            interval_s=settings.reap_interval_s,
+        )
         await hub.start()
+        reaper.start()
         app.state.gateway = gateway  # for the draining server's signal handler
-        logger.info("gateway ready on store %s", type(store).__name__)
+        logger.info(
+            "gateway ready: store %s, executors %s", type(store).__name__, sorted(executors)
+        )
         try:
             yield {"gateway": gateway}
         finally:
             if not gateway.draining:
                 await gateway.drain(0)
+            await reaper.aclose()
+            await gateway.lifecycle.aclose()
+            for executor in executors.values():
+                await executor.aclose()
             await hub.aclose()
             await store.aclose()
 

@@ -16,6 +16,7 @@ from gateway.auth import Claims, verify_token
 from gateway.broker.base import Broker
 from gateway.codes import CloseCode
 from gateway.hub import Hub
+from gateway.lifecycle import Lifecycle
 from gateway.metrics import Metrics
 from gateway.protocol import Limits
 from gateway.settings import Settings
@@ -35,6 +36,7 @@ class Gateway:
     metrics: Metrics
     secret: str
     limits: Limits
+    lifecycle: Lifecycle = field(init=False)
     draining: bool = False
     connections_by_owner: Counter[str] = field(default_factory=Counter)
     closers: dict[int, CloseConnection] = field(default_factory=dict)

@@ -38,8 +38,14 @@ def run_job(
             except JobFinished as exc:
                 logger.info("job %s ended (%s) before it started; not running", job_id, exc.status)
                 return None
-    with client.reporter(job_id, heartbeat_s=heartbeat_s) as reporter:
-        result = function(reporter, parsed)
-        if not reporter.finished:
-            reporter.succeed(result)
-        return result
+    try:
+        with client.reporter(job_id, heartbeat_s=heartbeat_s) as reporter:
+            result = function(reporter, parsed)
+            if not reporter.finished:
+                reporter.succeed(result)
+            return result
+    except JobFinished as exc:
+        # The job ended elsewhere: cancelled by its owner, or finished by an earlier attempt
+        # before this retried run (a preemption) started. Its recorded state stands.
+        logger.info("job %s already %s; this run stops here", job_id, exc.status)
+        return None

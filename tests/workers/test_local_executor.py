@@ -17,7 +17,7 @@ from gateway.models import Job, JobStatus, Update
 from gateway.store import JobStore, StoreOptions
 from tests.support.contract import eventually
 from workers.executors.base import Running, Unknown
-from workers.executors.local import LocalExecutor, parse_call_id
+from workers.executors.local import LocalExecutor, parse_call_id, process_start_ticks
 from workers.kinds import KINDS
 
 
@@ -135,11 +135,12 @@ async def test_killed_worker_is_finalized_as_worker_lost(
 async def test_poll_knows_a_process_it_did_not_start(lifecycle: Lifecycle) -> None:
     executor = lifecycle.executors["local"]
     sleeper = await asyncio.create_subprocess_exec("sleep", "30")
-    ticks = Path(f"/proc/{sleeper.pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    ticks = process_start_ticks(sleeper.pid)
+    assert ticks is not None
     call_id = f"local:{sleeper.pid}:{ticks}"
     assert isinstance(await executor.poll(call_id), Running)
     # The same pid with another start time is another process: pid reuse is not confused.
-    assert isinstance(await executor.poll(f"local:{sleeper.pid}:{int(ticks) + 1}"), Unknown)
+    assert isinstance(await executor.poll(f"local:{sleeper.pid}:{ticks + 1}"), Unknown)
     sleeper.kill()
     await sleeper.wait()
     assert isinstance(await executor.poll(call_id), Unknown)
