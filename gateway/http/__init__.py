@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from starlette.routing import BaseRoute
 
-from gateway.http import exports, health
+from gateway.http import exports, health, openapi
 
 
 def routes() -> list[BaseRoute]:
-    return [*health.routes, *exports.routes]
+    return [*health.routes, *openapi.routes, *exports.routes]

@@ -1,4 +1,9 @@
-"""Errors as ``application/problem+json``: the exception tree maps to statuses in one place."""
+"""Errors as ``application/problem+json``: the exception tree maps to statuses in one place.
+
+Every error response of the HTTP API goes through here, so each has the same body
+(``type``, ``title``, ``status``, ``detail``, ``code``), a log line with the route, owner and job,
+``Retry-After`` when retrying can help (store outage) and ``WWW-Authenticate`` on 401.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +16,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from gateway.errors import GatewayError, StoreUnavailable
+from gateway.http.authn import challenge
 
 logger = logging.getLogger("gateway.http")
 
 RETRY_AFTER_S = 2
+STORE_UNAVAILABLE_DETAIL = "the job store is unavailable; retry later"
 
 
 class ProblemResponse(JSONResponse):
@@ -39,18 +46,23 @@ def _owner(request: Request) -> str | None:
 
 async def gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    context = (request.method, request.url.path, _owner(request), exc.job_id, exc.code)
+    job_id = exc.job_id or request.path_params.get("id")
+    context = (request.method, request.url.path, _owner(request), job_id, exc.code)
     headers: dict[str, str] = {}
+    detail = exc.message
     if isinstance(exc, StoreUnavailable):
         logger.error("%s %s owner=%s job=%s: %s: %s", *context, exc.message)
         headers["Retry-After"] = str(RETRY_AFTER_S)
+        # The driver's message names hosts and ports: it goes to the log, not to the client.
+        detail = STORE_UNAVAILABLE_DETAIL
     elif exc.status_code >= 500:
         logger.error("%s %s owner=%s job=%s: %s: %s", *context, exc.message)
     else:
         logger.info("%s %s owner=%s job=%s: %s: %s", *context, exc.message)
     if exc.status_code == 401:
-        headers["WWW-Authenticate"] = 'Bearer realm="progress-gateway"'
-    return problem(exc.status_code, exc.message, exc.code, headers)
+        given = getattr(request.state, "auth_challenge", None)
+        headers["WWW-Authenticate"] = given if isinstance(given, str) else challenge()
+    return problem(exc.status_code, detail, exc.code, headers)
 
 
 async def http_error(request: Request, exc: Exception) -> Response:
@@ -61,5 +73,19 @@ async def http_error(request: Request, exc: Exception) -> Response:
     return problem(exc.status_code, str(exc.detail), code, dict(exc.headers or {}))
 
 
+async def internal_error(request: Request, exc: Exception) -> Response:
+    """Last resort: still problem+json. Starlette re-raises ``exc`` afterwards, so the server
+    logs the traceback; this line only adds the request's context."""
+    logger.error(
+        "%s %s owner=%s: unhandled %s: %s",
+        request.method,
+        request.url.path,
+        _owner(request),
+        type(exc).__name__,
+        exc,
+    )
+    return problem(500, "internal error; the gateway logged the details", "internal")
+
+
 def exception_handlers() -> dict[Any, Any]:
-    return {GatewayError: gateway_error, HTTPException: http_error}
+    return {GatewayError: gateway_error, HTTPException: http_error, Exception: internal_error}
