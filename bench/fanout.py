@@ -366,8 +366,7 @@ class RedisServer:
 class Gateway:
     """``progress-gateway serve`` pinned to core 0, on a fixed port (kept across restarts)."""
 
-    def __init__(self, redis_url: str, log_dir: Path, log_level: str, source: Path) -> None:
-        self.source = source
+    def __init__(self, redis_url: str, log_dir: Path, log_level: str) -> None:
         self.port = free_port()
         self.redis_url = redis_url
         self.log_dir = log_dir
@@ -393,19 +392,17 @@ class Gateway:
             GATEWAY_KEY_PREFIX=PREFIX,
             GATEWAY_MAX_CONNECTIONS_PER_OWNER="100000",
         )
-        if self.source != ROOT:
-            env["PYTHONPATH"] = str(self.source)
         return env
 
     def start(self) -> None:
-        # ``python -m gateway.cli serve`` is what the ``progress-gateway`` script runs; with
-        # ``--gateway-src`` the package comes from that directory (e.g. a copy under test).
-        argv = [sys.executable, "-m", "gateway.cli", "serve", "--log-level", self.log_level]
+        binary = ROOT / ".venv" / "bin" / "progress-gateway"
+        argv = [str(binary if binary.exists() else "progress-gateway"), "serve"]
+        argv += ["--log-level", self.log_level]
         with (self.log_dir / "gateway.log").open("ab") as out:
             self.process = subprocess.Popen(
                 pinned(GATEWAY_CORE, argv),
                 env=self.environment(),
-                cwd=self.source,
+                cwd=ROOT,
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
@@ -684,9 +681,7 @@ class Bench:
         self.args = args
         self.work = work
         self.redis = RedisServer(work / "redis")
-        self.gateway = Gateway(
-            self.redis.url, work, args.gateway_log_level, Path(args.gateway_src).resolve()
-        )
+        self.gateway = Gateway(self.redis.url, work, args.gateway_log_level)
         self.loadgens: list[Agent] = []
         self.publisher: Agent | None = None
         self.results: Json = {}
@@ -1372,11 +1367,6 @@ def build_parser() -> argparse.ArgumentParser:
         "snapshots without the write, to keep core 1 from being the limit",
     )
     parser.add_argument("--gateway-log-level", default="warning")
-    parser.add_argument(
-        "--gateway-src",
-        default=str(ROOT),
-        help="directory holding the gateway package to run (default: this checkout)",
-    )
     parser.add_argument("--wait-idle-s", type=float, default=0.0, help="wait for a quiet machine")
     parser.add_argument("--quiet-share", type=float, default=0.10, help="'quiet': others below")
     g = parser.add_argument_group("idle")
