@@ -137,6 +137,7 @@ def create_app(settings: Settings) -> Starlette:
             make_leadership(store, settings),
             stale_after_s=settings.stale_after_s,
             interval_s=settings.reap_interval_s,
+            metrics=metrics,
         )
         await hub.start()
         reaper.start()

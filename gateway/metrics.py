@@ -45,4 +45,7 @@ class Metrics:
             ["reason"],
             registry=r,
         )
+        self.reaper_leader = Gauge(
+            "pgw_reaper_leader", "1 while this process leads the reaper", registry=r
+        )
         self.closes = Counter("pgw_ws_closes", "WebSocket closes by code", ["code"], registry=r)

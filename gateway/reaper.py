@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from gateway.errors import GatewayError, StoreUnavailable
 from gateway.lifecycle import Lifecycle
+from gateway.metrics import Metrics
 from gateway.store import JobStore
 
 logger = logging.getLogger("gateway.reaper")
@@ -100,7 +101,9 @@ class Reaper:
         *,
         stale_after_s: float,
         interval_s: float,
+        metrics: Metrics,
     ) -> None:
+        self._metrics = metrics
         self._store = store
         self._lifecycle = lifecycle
         self._leadership = leadership
@@ -126,10 +129,14 @@ class Reaper:
                 if leading != self.leading:
                     logger.info("reaper %s", "leads" if leading else "no longer leads")
                     self.leading = leading
+                    self._metrics.reaper_leader.set(int(leading))
                 if leading:
                     await self.sweep()
             except GatewayError as exc:
                 logger.warning("reaper sweep failed, retrying in %.1fs: %s", self._interval_s, exc)
+                if self.leading:
+                    self.leading = False  # unknown until the lock can be checked again
+                    self._metrics.reaper_leader.set(0)
             await asyncio.sleep(self._interval_s)
 
     async def sweep(self) -> int:

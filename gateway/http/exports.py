@@ -1,4 +1,4 @@
-"""``/exports`` read API and cancel (DESIGN §6).
+"""``/exports``: create, read, watch, cancel (DESIGN §6).
 
 Every job route checks in the same order: token (401), id (400), then the store: no such job
 (404), someone else's job (403), store down (503 with ``Retry-After``, never 404). Snapshots go
@@ -10,9 +10,11 @@ always leave the hub when they end: by answer, client disconnect or server drain
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import re
+import time
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -23,7 +25,7 @@ from gateway.errors import BadRequest, Forbidden, JobNotFound
 from gateway.gateway import Gateway
 from gateway.http.authn import authenticate
 from gateway.hub import Snapshot
-from gateway.models import RequestCancel, check_job_id
+from gateway.models import Job, check_job_id
 from gateway.outbox import Outbox
 
 logger = logging.getLogger("gateway.http")
@@ -93,25 +95,72 @@ async def export_history(request: Request) -> Response:
 
 
 async def active_exports(request: Request) -> Response:
-    """The caller's non-terminal jobs and those finished within ``recent_s``, newest first."""
+    """The caller's non-terminal jobs and those finished within ``recent_s``, newest first.
+
+    Stale jobs are checked with their executors first (lazy finalization): a user who comes back
+    sees the true final state even if no gateway was running when the job ended.
+    """
     owner = authenticate(request)
     gateway: Gateway = request.state.gateway
     recent_s = _recent_param(request, gateway.settings.recent_s)
     owned = await gateway.store.owner_jobs(owner, recent_s=recent_s)
-    active = ",".join(job.model_dump_json() for job in owned.active)
-    recent = ",".join(job.model_dump_json() for job in owned.recent)
-    body = f'{{"active":[{active}],"recent":[{recent}]}}'
+    active, finished = await _finalize_stale(gateway, owned.active)
+    recent = sorted(
+        {job.id: job for job in [*finished, *owned.recent]}.values(),
+        key=lambda job: job.updated_at,
+        reverse=True,
+    )
+    body = (
+        '{"active":['
+        + ",".join(job.model_dump_json() for job in active)
+        + '],"recent":['
+        + ",".join(job.model_dump_json() for job in recent)
+        + "]}"
+    )
     return Response(body, media_type=JSON, headers=NO_STORE)
 
 
+async def _finalize_stale(gateway: Gateway, jobs: list[Job]) -> tuple[list[Job], list[Job]]:
+    """Split into (still active, just finalized), asking executors about stale jobs only."""
+    cutoff = time.time() - gateway.settings.stale_after_s
+    stale = [job for job in jobs if job.heartbeat_at.timestamp() < cutoff]
+    if not stale:
+        return jobs, []
+    checked = await asyncio.gather(*(gateway.lifecycle.finalize(job) for job in stale))
+    now = {job.id: job for job in checked}
+    current = [now.get(job.id, job) for job in jobs]
+    return [job for job in current if not job.terminal], [job for job in current if job.terminal]
+
+
+async def create_export(request: Request) -> Response:
+    """Validate, create, spawn on the kind's executor, store the call id, then answer 201."""
+    owner = authenticate(request)
+    gateway: Gateway = request.state.gateway
+    body = await request.body()
+    try:
+        payload = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise BadRequest(f"body must be a JSON object: {exc}") from None
+    if not isinstance(payload, dict) or set(payload) - {"kind", "params"}:
+        raise BadRequest('body must be a JSON object {"kind": "...", "params": {...}}')
+    params = payload.get("params", {})
+    if not isinstance(params, dict):
+        raise BadRequest("params must be a JSON object")
+    job = await gateway.lifecycle.create(owner, payload.get("kind"), params)
+    logger.info("created job=%s owner=%s kind=%s call=%s", job.id, owner, job.kind, job.call_id)
+    headers = {**NO_STORE, "ETag": _etag(job.seq), "Location": f"/exports/{job.id}"}
+    return Response(job.model_dump_json(), status_code=201, media_type=JSON, headers=headers)
+
+
 async def cancel_export(request: Request) -> Response:
-    """Ask for cancellation: queued → cancelled, running → ``cancel_requested``; idempotent."""
+    """Cancel: queued → cancelled at once; running → ``cancel_requested`` and the executor call
+    is cancelled, the job ending ``cancelled``; idempotent; 409 once succeeded or failed."""
     gateway, owner, job_id = _job_request(request)
     # No body is needed, but read any that was sent: an oversized one is a 413 before any write.
     await request.body()
     await _owned_snapshot(gateway, owner, job_id)
     # A job that already succeeded or failed raises JobFinished: 409, logged by the handler.
-    job = await gateway.store.apply(job_id, RequestCancel())
+    job = await gateway.lifecycle.cancel(owner, job_id)
     logger.info(
         "cancel requested job=%s owner=%s status=%s seq=%d", job_id, owner, job.status, job.seq
     )
@@ -121,6 +170,7 @@ async def cancel_export(request: Request) -> Response:
 
 routes = [
     # Before /exports/{id}, which would otherwise take "active" for an id.
+    Route("/exports", create_export, methods=["POST"]),
     Route("/exports/active", active_exports, methods=["GET"]),
     Route("/exports/{id}", read_export, methods=["GET"]),
     Route("/exports/{id}/events", export_events, methods=["GET"]),

@@ -109,6 +109,28 @@ def _paths(settings: Settings) -> Doc:
                 },
             }
         },
+        "/exports": {
+            "post": {
+                "summary": "Create a job and start it on its executor",
+                "description": 'Body `{"kind": "…", "params": {…}}`. The job is created, '
+                "spawned, and its executor call id stored before the answer, so it can always "
+                "be found and cancelled. If the spawn fails the job ends `failed` with "
+                "`spawn_error` and the answer is 502 (or 503 when the executor is unreachable).",
+                "security": SECURITY,
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": _ref("schemas", "CreateExport")}},
+                },
+                "responses": {
+                    "201": _json(
+                        _ref("schemas", "Job"),
+                        "The new job's snapshot.",
+                        {**etag, "Location": _ref("headers", "Location")},
+                    ),
+                    **_problems(400, 401, 413, 422, 502, 503),
+                },
+            }
+        },
         "/exports/active": {
             "get": {
                 "summary": "The caller's jobs: active now, and recently finished",
@@ -221,6 +243,15 @@ def _schemas() -> Doc:
                 "cancel_requested": {"type": "boolean"},
             },
         },
+        "CreateExport": {
+            "type": "object",
+            "required": ["kind"],
+            "additionalProperties": False,
+            "properties": {
+                "kind": {"type": "string", "description": "A configured job kind, e.g. `demo`."},
+                "params": {"type": "object", "description": "Validated against the kind."},
+            },
+        },
         "JobError": {
             "type": "object",
             "required": ["code", "message"],
@@ -283,9 +314,12 @@ PROBLEM_RESPONSES = {
     403: ("The job exists but belongs to someone else.", {}),
     404: ("No such job.", {}),
     409: ("The job already succeeded or failed.", {}),
-    413: ("The request body is over the limit.", {}),
+    413: ("The request body (or its params) is over the limit.", {}),
+    422: ("Unknown kind, or params that do not validate against the kind.", {}),
+    502: ("The executor could not start the job; the job ended `failed` (`spawn_error`).", {}),
     503: (
-        "The store is unavailable: retry after `Retry-After` seconds. Never reported as 404.",
+        "The store (or, for a create, the executor) is unavailable: retry after `Retry-After` "
+        "seconds. A store outage is never reported as 404.",
         {"Retry-After": _ref("headers", "RetryAfter")},
     ),
 }
@@ -369,6 +403,7 @@ def _components(settings: Settings) -> Doc:
             "ETag": {"schema": {"type": "string"}, "description": 'The quoted seq: `"17"`.'},
             "NoStore": {"schema": {"type": "string", "const": "no-store"}},
             "RetryAfter": {"schema": {"type": "integer"}, "description": "Seconds."},
+            "Location": {"schema": {"type": "string"}, "description": "`/exports/{id}`."},
             "WWWAuthenticate": {"schema": {"type": "string"}, "description": "RFC 6750 §3."},
         },
         "responses": responses,
