@@ -71,7 +71,11 @@ export class JobBook {
    * `more`: it already had one; `finished`: the job is known to be terminal, nothing to
    * subscribe. The listener is called with the newest known snapshot on the next microtask.
    */
-  addWatch(id: string, listener: JobListener, options: WatchOptions = {}): {
+  addWatch(
+    id: string,
+    listener: JobListener,
+    options: WatchOptions = {},
+  ): {
     result: AddWatchResult;
     remove: () => boolean;
   } {

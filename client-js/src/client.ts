@@ -20,13 +20,15 @@
 
 import type { JobFeed, FeedContext } from "./feed.js";
 import { errorContext } from "./feed.js";
-import type { AddWatchResult, JobListener, WatchOptions } from "./book.js";
+import type { JobListener, WatchOptions } from "./book.js";
 import { JobBook } from "./book.js";
-import type { BackoffOptions } from "./backoff.js";
-import { backoff, DEFAULT_BACKOFF, smallJitter } from "./backoff.js";
+import { backoff, smallJitter } from "./backoff.js";
+import { BrowserHooks } from "./browser.js";
 import { CloseCode, ErrorCode, isRetryable, reactionTo } from "./codes.js";
 import { TypedEventTarget } from "./events.js";
 import { HttpApi } from "./http.js";
+import type { ProgressClientOptions, Settings } from "./options.js";
+import { resolveSettings } from "./options.js";
 import { TokenSource } from "./token.js";
 import { PollFeed } from "./transport_poll.js";
 import { SseFeed } from "./transport_sse.js";
@@ -40,74 +42,14 @@ import type {
   FetchLike,
   JobSnapshot,
   StateContext,
-  TokenProvider,
   WebSocketConstructor,
 } from "./types.js";
 import { State, Transport } from "./types.js";
-
-export interface ProgressClientOptions {
-  /** The gateway's base URL, `http(s)://host:port` (a path prefix is kept). */
-  url: string;
-  /** A token, or a function returning a fresh one; called again after 4401 / HTTP 401. */
-  token: TokenProvider;
-  /** WebSocket implementation; default `globalThis.WebSocket` (pass `ws` on Node 20). */
-  WebSocket?: WebSocketConstructor;
-  /** EventSource implementation; default `globalThis.EventSource` (pass `eventsource` on Node). */
-  EventSource?: EventSourceConstructor;
-  /** fetch implementation; default `globalThis.fetch`. */
-  fetch?: FetchLike;
-  /** Reconnect delays: full jitter up to `minMs * 2^attempt`, capped at `maxMs` (500 → 20 000). */
-  backoff?: Partial<BackoffOptions>;
-  /** Consecutive WebSocket failures to open before falling back to SSE (3). */
-  fallbackAfter?: number;
-  /** Consecutive SSE failures before falling back to long-poll (3). */
-  sseFailuresBeforePoll?: number;
-  /** How often to try the WebSocket again while on a fallback, in ms (30 000). */
-  probeIntervalMs?: number;
-  /** `?wait=` of a long-poll, in seconds (25). */
-  pollWaitS?: number;
-  /** How often `watchMine` polls `GET /exports/active` on a fallback, in ms (5 000). */
-  activePollMs?: number;
-  /** How long a WebSocket may take to say `ready`, in ms (10 000). */
-  openTimeoutMs?: number;
-  /** Extra wait after a 4429 (too many connections), in ms (5 000). */
-  tooManyConnectionsMs?: number;
-  /** Upper bound of the jittered reconnect after a 1001 (server going away), in ms (1 000). */
-  goingAwayJitterMs?: number;
-  /** Connect in the constructor (on the next microtask); otherwise call `connect()` (true). */
-  autoConnect?: boolean;
-  /** Source of randomness for jitter (tests). */
-  random?: () => number;
-}
-
-type Settings = Required<Omit<ProgressClientOptions, "WebSocket" | "EventSource" | "fetch" | "token" | "url" | "backoff">> & {
-  backoff: BackoffOptions;
-};
-
-const DEFAULTS = {
-  fallbackAfter: 3,
-  sseFailuresBeforePoll: 3,
-  probeIntervalMs: 30_000,
-  pollWaitS: 25,
-  activePollMs: 5_000,
-  openTimeoutMs: 10_000,
-  tooManyConnectionsMs: 5_000,
-  goingAwayJitterMs: 1_000,
-  autoConnect: true,
-};
 
 interface Globals {
   WebSocket?: WebSocketConstructor;
   EventSource?: EventSourceConstructor;
   fetch?: FetchLike;
-  window?: BrowserWindow;
-  document?: { visibilityState?: string; addEventListener(type: string, listener: () => void): void; removeEventListener(type: string, listener: () => void): void };
-  navigator?: { onLine?: boolean };
-}
-
-interface BrowserWindow {
-  addEventListener(type: string, listener: () => void): void;
-  removeEventListener(type: string, listener: () => void): void;
 }
 
 export class ProgressClient extends TypedEventTarget<ClientEventMap> {
@@ -134,21 +76,15 @@ export class ProgressClient extends TypedEventTarget<ClientEventMap> {
   private probeTimer: ReturnType<typeof setTimeout> | undefined;
   private activeTimer: ReturnType<typeof setTimeout> | undefined;
   private restoring: Promise<void> | null = null;
-  private offline = false;
-  private readonly detachBrowser: Array<() => void> = [];
+  private browser: BrowserHooks | null = null;
 
   constructor(options: ProgressClientOptions) {
     super();
     const globals = globalThis as Globals;
     const fetchImpl = options.fetch ?? globals.fetch?.bind(globalThis);
     if (fetchImpl === undefined) throw new TypeError("no fetch: pass options.fetch");
-    const { url, token, WebSocket, EventSource, fetch: _fetch, backoff: backoffOptions, ...rest } = options;
-    this.settings = {
-      ...DEFAULTS,
-      random: Math.random,
-      ...definedOnly(rest),
-      backoff: { ...DEFAULT_BACKOFF, ...definedOnly(backoffOptions ?? {}) },
-    };
+    const { url, token, WebSocket, EventSource } = options;
+    this.settings = resolveSettings(options);
     this.tokens = new TokenSource(token);
     this.api = new HttpApi(url, fetchImpl, this.tokens);
     this.wsUrl = webSocketUrl(this.api.baseUrl);
@@ -175,11 +111,14 @@ export class ProgressClient extends TypedEventTarget<ClientEventMap> {
   connect(): void {
     if (this.started) return;
     this.started = true;
-    this.attachBrowser();
+    this.browser = BrowserHooks.attach({ offline: () => this.onOffline(), wake: () => this.wakeUp() });
     this.attempt = 0;
     this.openFailures = 0;
     if (this.WebSocketImpl === undefined) {
-      this.enterFallback(this.EventSourceImpl ? Transport.Sse : Transport.Poll, "no WebSocket implementation");
+      this.enterFallback(
+        this.EventSourceImpl ? Transport.Sse : Transport.Poll,
+        "no WebSocket implementation",
+      );
     } else {
       this.setState(State.Connecting, Transport.WebSocket);
       void this.openWebSocket("main");
@@ -198,7 +137,8 @@ export class ProgressClient extends TypedEventTarget<ClientEventMap> {
     this.probe?.close(CloseCode.NORMAL, "client closed");
     this.ws = this.probe = null;
     this.stopFeeds();
-    for (const detach of this.detachBrowser.splice(0)) detach();
+    this.browser?.detach();
+    this.browser = null;
     this.setState(State.Closed, this.currentTransport);
   }
 
@@ -308,7 +248,11 @@ export class ProgressClient extends TypedEventTarget<ClientEventMap> {
     try {
       token = await this.tokens.get();
     } catch (error) {
-      this.emit("error", { code: "token_failed", message: `the token function failed: ${String(error)}`, cause: error });
+      this.emit("error", {
+        code: "token_failed",
+        message: `the token function failed: ${String(error)}`,
+        cause: error,
+      });
       this.onWebSocketClosed(null, role, { code: CloseCode.UNAUTHORIZED, reason: "no token", ready: false });
       return;
     }
@@ -393,7 +337,11 @@ export class ProgressClient extends TypedEventTarget<ClientEventMap> {
         message: `the gateway refused the token (${event.reason || event.code}) and it is a fixed string`,
       });
     }
-    this.setState(State.Reconnecting, Transport.WebSocket, { delayMs, code: event.code, reason: event.reason });
+    this.setState(State.Reconnecting, Transport.WebSocket, {
+      delayMs,
+      code: event.code,
+      reason: event.reason,
+    });
     void this.afterClose(reaction === "refresh_token", delayMs);
   }
 
@@ -405,12 +353,19 @@ export class ProgressClient extends TypedEventTarget<ClientEventMap> {
       if (!this.started || this.currentState !== State.Reconnecting) return;
       if (await this.api.reachable()) {
         if (!this.started || this.currentState !== State.Reconnecting) return;
-        this.enterFallback(this.EventSourceImpl ? Transport.Sse : Transport.Poll, "WebSocket keeps failing to open");
+        this.enterFallback(
+          this.EventSourceImpl ? Transport.Sse : Transport.Poll,
+          "WebSocket keeps failing to open",
+        );
         return;
       }
     }
     if (!this.started || this.currentState !== State.Reconnecting) return;
     this.scheduleReconnect(Math.max(0, delayMs - (Date.now() - started)));
+  }
+
+  private get offline(): boolean {
+    return this.browser?.offline ?? false;
   }
 
   private scheduleReconnect(delayMs: number): void {
@@ -425,7 +380,10 @@ export class ProgressClient extends TypedEventTarget<ClientEventMap> {
       this.emit("error", error);
       if (isRetryable(frame.code) && this.book.mineCount > 0) {
         // `scope: mine` failed (store outage): ask again after a delay.
-        setTimeout(() => this.ws?.ready && this.book.mineCount > 0 && this.ws.subscribeMine(), this.retryDelay());
+        setTimeout(
+          () => this.ws?.ready && this.book.mineCount > 0 && this.ws.subscribeMine(),
+          this.retryDelay(),
+        );
       }
       return;
     }
@@ -451,7 +409,11 @@ export class ProgressClient extends TypedEventTarget<ClientEventMap> {
     try {
       await this.tokens.refresh();
     } catch (error) {
-      this.emit("error", { code: "token_failed", message: `the token function failed: ${String(error)}`, cause: error });
+      this.emit("error", {
+        code: "token_failed",
+        message: `the token function failed: ${String(error)}`,
+        cause: error,
+      });
     }
   }
 
@@ -464,7 +426,8 @@ export class ProgressClient extends TypedEventTarget<ClientEventMap> {
     this.setState(State.Fallback, transport, { reason });
     for (const id of this.book.watchedIds()) this.startFeed(id);
     if (this.book.mineCount > 0) this.scheduleActivePoll(0);
-    if (this.WebSocketImpl !== undefined && this.probe === null) this.scheduleProbe(this.settings.probeIntervalMs);
+    if (this.WebSocketImpl !== undefined && this.probe === null)
+      this.scheduleProbe(this.settings.probeIntervalMs);
   }
 
   private startFeed(id: string): void {
@@ -533,37 +496,16 @@ export class ProgressClient extends TypedEventTarget<ClientEventMap> {
     }, delayMs);
   }
 
-  // -- browser -------------------------------------------------------------------------------
+  // -- browser -----------------------------------------------------------------------------
 
-  private attachBrowser(): void {
-    const globals = globalThis as Globals;
-    const browserWindow = globals.window;
-    if (browserWindow === undefined) return;
-    const listen = (target: BrowserWindow, type: string, listener: () => void): void => {
-      target.addEventListener(type, listener);
-      this.detachBrowser.push(() => target.removeEventListener(type, listener));
-    };
-    listen(browserWindow, "offline", () => {
-      this.offline = true;
-      clearTimeout(this.reconnectTimer);
-      clearTimeout(this.probeTimer);
-    });
-    listen(browserWindow, "online", () => {
-      this.offline = false;
-      this.wakeUp();
-    });
-    const doc = globals.document;
-    if (doc !== undefined) {
-      listen(doc, "visibilitychange", () => {
-        if (doc.visibilityState === "visible") this.wakeUp();
-      });
-    }
-    this.offline = globals.navigator?.onLine === false;
+  private onOffline(): void {
+    clearTimeout(this.reconnectTimer);
+    clearTimeout(this.probeTimer);
   }
 
   /** Back online or visible again: retry now instead of waiting out a long backoff. */
   private wakeUp(): void {
-    if (!this.started || this.offline) return;
+    if (!this.started || this.browser?.offline) return;
     if (this.currentState === State.Reconnecting && this.ws === null) {
       this.attempt = 0;
       this.scheduleReconnect(smallJitter(this.settings.goingAwayJitterMs, this.settings.random));
@@ -597,9 +539,3 @@ const GATEWAY_VERDICTS: ReadonlySet<number> = new Set([
 function countsAsTransportFailure(code: number): boolean {
   return !GATEWAY_VERDICTS.has(code);
 }
-
-function definedOnly<T extends object>(value: T): Partial<T> {
-  return Object.fromEntries(Object.entries(value).filter(([, item]) => item !== undefined)) as Partial<T>;
-}
-
-export type { AddWatchResult };

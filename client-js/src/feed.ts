@@ -37,7 +37,12 @@ export function isFinalError(error: HttpError): boolean {
 
 export function errorContext(error: unknown, jobId?: string): ErrorContext {
   if (error instanceof HttpError) {
-    const context: ErrorContext = { code: error.code, message: error.message, status: error.status, cause: error };
+    const context: ErrorContext = {
+      code: error.code,
+      message: error.message,
+      status: error.status,
+      cause: error,
+    };
     if (jobId !== undefined) context.jobId = jobId;
     return context;
   }

@@ -1,5 +1,5 @@
 export { ProgressClient } from "./client.js";
-export type { ProgressClientOptions } from "./client.js";
+export type { ProgressClientOptions } from "./options.js";
 export type { JobListener, WatchOptions } from "./book.js";
 export { backoff, DEFAULT_BACKOFF } from "./backoff.js";
 export type { BackoffOptions } from "./backoff.js";

@@ -3,27 +3,63 @@ import { test } from "node:test";
 import { backoff, DEFAULT_BACKOFF, smallJitter } from "../src/backoff.js";
 
 test("full jitter: the delay is random * min(max, min * 2^attempt)", () => {
-  assert.equal(backoff(0, 500, 20_000, () => 1), 500);
-  assert.equal(backoff(1, 500, 20_000, () => 1), 1000);
-  assert.equal(backoff(3, 500, 20_000, () => 1), 4000);
-  assert.equal(backoff(3, 500, 20_000, () => 0.5), 2000);
-  assert.equal(backoff(3, 500, 20_000, () => 0), 0);
+  assert.equal(
+    backoff(0, 500, 20_000, () => 1),
+    500,
+  );
+  assert.equal(
+    backoff(1, 500, 20_000, () => 1),
+    1000,
+  );
+  assert.equal(
+    backoff(3, 500, 20_000, () => 1),
+    4000,
+  );
+  assert.equal(
+    backoff(3, 500, 20_000, () => 0.5),
+    2000,
+  );
+  assert.equal(
+    backoff(3, 500, 20_000, () => 0),
+    0,
+  );
 });
 
 test("the delay is capped at maxMs, however many attempts", () => {
-  assert.equal(backoff(6, 500, 20_000, () => 1), 20_000);
-  assert.equal(backoff(1_000, 500, 20_000, () => 1), 20_000);
-  assert.equal(backoff(Number.POSITIVE_INFINITY, 500, 20_000, () => 1), 500);
+  assert.equal(
+    backoff(6, 500, 20_000, () => 1),
+    20_000,
+  );
+  assert.equal(
+    backoff(1_000, 500, 20_000, () => 1),
+    20_000,
+  );
+  assert.equal(
+    backoff(Number.POSITIVE_INFINITY, 500, 20_000, () => 1),
+    500,
+  );
 });
 
 test("bad attempts count as the first", () => {
-  assert.equal(backoff(-3, 500, 20_000, () => 1), 500);
-  assert.equal(backoff(Number.NaN, 500, 20_000, () => 1), 500);
+  assert.equal(
+    backoff(-3, 500, 20_000, () => 1),
+    500,
+  );
+  assert.equal(
+    backoff(Number.NaN, 500, 20_000, () => 1),
+    500,
+  );
 });
 
 test("a random source outside [0, 1] cannot leave the bounds", () => {
-  assert.equal(backoff(2, 500, 20_000, () => 7), 2000);
-  assert.equal(backoff(2, 500, 20_000, () => -1), 0);
+  assert.equal(
+    backoff(2, 500, 20_000, () => 7),
+    2000,
+  );
+  assert.equal(
+    backoff(2, 500, 20_000, () => -1),
+    0,
+  );
 });
 
 test("jitter is drawn per attempt, never fixed", () => {
@@ -41,8 +77,14 @@ test("the ceiling grows exponentially from 0.5 s to 20 s by default", () => {
 });
 
 test("smallJitter spreads a 1001 reconnect over at most a second", () => {
-  assert.equal(smallJitter(1000, () => 0), 0);
-  assert.equal(smallJitter(1000, () => 1), 1000);
+  assert.equal(
+    smallJitter(1000, () => 0),
+    0,
+  );
+  assert.equal(
+    smallJitter(1000, () => 1),
+    1000,
+  );
   for (let i = 0; i < 20; i += 1) {
     const delay = smallJitter();
     assert.ok(delay >= 0 && delay <= 1000);

@@ -2,7 +2,8 @@
 
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, test } from "node:test";
-import { ProgressClient, type ProgressClientOptions } from "../src/client.js";
+import { ProgressClient } from "../src/client.js";
+import type { ProgressClientOptions } from "../src/options.js";
 import type { ErrorContext, JobSnapshot, StateContext } from "../src/types.js";
 import { FakeWebSocket, JOB_ID, fakeFetch, json, snapshot, type Route } from "./support/fakes.js";
 import { waitFor } from "./support/wait.js";
@@ -60,7 +61,10 @@ test("resubscribes after a drop with the newest seq of each job and delivers onl
   first.serverClose(1006);
   assert.equal(client.state, "reconnecting");
   const reconnecting = states.at(-1);
-  assert.ok(reconnecting?.delayMs !== undefined && reconnecting.delayMs <= 10, `delay ${reconnecting?.delayMs}`);
+  assert.ok(
+    reconnecting?.delayMs !== undefined && reconnecting.delayMs <= 10,
+    `delay ${reconnecting?.delayMs}`,
+  );
   await waitFor(() => FakeWebSocket.instances.length === 2, "a second socket");
   const second = FakeWebSocket.last;
   second.accept();
@@ -233,7 +237,10 @@ test("not_found and forbidden end the watch through onError; store_unavailable i
   assert.deepEqual(failures, ["not_found"]);
   assert.deepEqual(socket.framesOf("unsubscribe")[0]?.jobs, [JOB_ID]);
   await waitFor(
-    () => socket.framesOf("subscribe").some((frame) => JSON.stringify(frame.jobs) === JSON.stringify([{ id: other }])),
+    () =>
+      socket
+        .framesOf("subscribe")
+        .some((frame) => JSON.stringify(frame.jobs) === JSON.stringify([{ id: other }])),
     "the retried subscription",
   );
   assert.deepEqual(
@@ -262,7 +269,10 @@ test("watchMine subscribes scope mine and restores from /exports/active on every
   FakeWebSocket.last.serverClose(1006);
   await waitFor(() => FakeWebSocket.instances.length === 2, "the reconnect");
   FakeWebSocket.last.accept();
-  await waitFor(() => activeCalls >= 2 && seen.some((job) => job.id === JOB_ID && job.seq >= 2), "restored again");
+  await waitFor(
+    () => activeCalls >= 2 && seen.some((job) => job.id === JOB_ID && job.seq >= 2),
+    "restored again",
+  );
   assert.equal(seen.filter((job) => job.status === "succeeded").length, 1);
 });
 
@@ -271,7 +281,12 @@ test("without any WebSocket implementation it starts on the fallback", async () 
     "/healthz": () => json(200, {}),
     [`/exports/${JOB_ID}`]: () => json(200, snapshot(1, { status: "succeeded" })),
   };
-  const client = new ProgressClient({ url: "http://gateway.test", token: "t", fetch: fakeFetch(routes), WebSocket: undefined });
+  const client = new ProgressClient({
+    url: "http://gateway.test",
+    token: "t",
+    fetch: fakeFetch(routes),
+    WebSocket: undefined,
+  });
   clients.push(client);
   const original = (globalThis as { WebSocket?: unknown }).WebSocket;
   assert.equal(original, undefined, "Node 20 has no global WebSocket");

@@ -37,7 +37,8 @@ function assertIncreasing(seen: JobSnapshot[], id: string): void {
 }
 
 function terminals(seen: JobSnapshot[], id: string): number {
-  return seen.filter((job) => job.id === id && ["succeeded", "failed", "cancelled"].includes(job.status)).length;
+  return seen.filter((job) => job.id === id && ["succeeded", "failed", "cancelled"].includes(job.status))
+    .length;
 }
 
 test("watch a job to completion over WebSocket", async () => {
@@ -73,14 +74,19 @@ test("watchMine restores unfinished and recently finished jobs, then follows new
   const seen: JobSnapshot[] = [];
   watcher.watchMine((job) => seen.push(job));
   await waitFor(
-    () => seen.some((job) => job.id === running.id) && seen.some((job) => job.id === done.id && job.status === "succeeded"),
+    () =>
+      seen.some((job) => job.id === running.id) &&
+      seen.some((job) => job.id === done.id && job.status === "succeeded"),
     "the restored jobs",
   );
   await waitFor(() => watcher.state === "open", "open");
   const later = await env.worker.create(owner, "report");
   await waitFor(() => seen.some((job) => job.id === later.id), "a job created later");
   const updated = await env.worker.update(running.id, 70);
-  await waitFor(() => seen.some((job) => job.id === running.id && job.seq === updated.seq), "an update of a restored job");
+  await waitFor(
+    () => seen.some((job) => job.id === running.id && job.seq === updated.seq),
+    "an update of a restored job",
+  );
   for (const id of [running.id, done.id, later.id]) assertIncreasing(seen, id);
   assert.equal(terminals(seen, done.id), 1);
   assert.ok(seen.every((job) => job.owner === owner));
@@ -105,12 +111,22 @@ test("resumes after the gateway is SIGKILLed and restarted: increasing seqs, ter
   const createdWhileDown = await env.worker.create("alice", "created-while-down");
   await env.gateway.start();
 
-  await waitFor(() => seen.at(-1)?.seq === whileDown.seq, "the snapshot written while the gateway was down", 15_000);
-  await waitFor(() => mine.some((snapshot) => snapshot.id === createdWhileDown.id), "the job created while down");
+  await waitFor(
+    () => seen.at(-1)?.seq === whileDown.seq,
+    "the snapshot written while the gateway was down",
+    15_000,
+  );
+  await waitFor(
+    () => mine.some((snapshot) => snapshot.id === createdWhileDown.id),
+    "the job created while down",
+  );
   const end = await env.worker.succeed(job.id);
   await waitFor(() => seen.at(-1)?.status === "succeeded", "the terminal snapshot");
   await env.worker.fail(createdWhileDown.id, "not needed");
-  await waitFor(() => mine.some((snapshot) => snapshot.id === createdWhileDown.id && snapshot.status === "failed"), "its end");
+  await waitFor(
+    () => mine.some((snapshot) => snapshot.id === createdWhileDown.id && snapshot.status === "failed"),
+    "its end",
+  );
 
   assertIncreasing(seen, job.id);
   assertIncreasing(mine, job.id);
@@ -140,7 +156,10 @@ test("a token refused with 4401 is replaced by the token function before reconne
   watcher.watch(job.id, (snapshot) => seen.push(snapshot));
   await waitFor(() => watcher.state === "open", "open with the fresh token");
   assert.equal(calls, 2);
-  assert.ok(states.some((s) => s.state === "reconnecting" && s.code === 4401), "closed with 4401 first");
+  assert.ok(
+    states.some((s) => s.state === "reconnecting" && s.code === 4401),
+    "closed with 4401 first",
+  );
   await env.worker.succeed(job.id);
   await waitFor(() => seen.at(-1)?.status === "succeeded", "the job's end");
 });
@@ -176,8 +195,14 @@ test("jobs that cannot be watched end their watch with not_found or forbidden", 
   });
   await waitFor(() => errors.length === 2, "both errors");
   assert.deepEqual(errors.map((error) => error.code).sort(), ["forbidden", "not_found"]);
-  await assert.rejects(watcher.get(bobs.id), (error: unknown) => error instanceof HttpError && error.status === 403);
-  await assert.rejects(watcher.get(randomUUID()), (error: unknown) => error instanceof HttpError && error.status === 404);
+  await assert.rejects(
+    watcher.get(bobs.id),
+    (error: unknown) => error instanceof HttpError && error.status === 403,
+  );
+  await assert.rejects(
+    watcher.get(randomUUID()),
+    (error: unknown) => error instanceof HttpError && error.status === 404,
+  );
 });
 
 test("cancel: a queued job ends cancelled (idempotent), a running one is asked to stop, a succeeded one is 409", async () => {

@@ -78,7 +78,10 @@ export class FakeWebSocket implements WebSocketLike {
   fail(): void {
     this.readyState = 3;
     (this.onerror as ((event: object) => void) | null)?.({});
-    (this.onclose as ((event: { code: number; reason: string }) => void) | null)?.({ code: 1006, reason: "" });
+    (this.onclose as ((event: { code: number; reason: string }) => void) | null)?.({
+      code: 1006,
+      reason: "",
+    });
   }
 
   framesOf(op: string): Array<Record<string, unknown>> {
@@ -100,7 +103,10 @@ export function fakeFetch(routes: Record<string, Route>, calls: string[] = []): 
 }
 
 export function json(status: number, body: unknown, headers: Record<string, string> = {}): Response {
-  return new Response(JSON.stringify(body), { status, headers: { "Content-Type": "application/json", ...headers } });
+  return new Response(JSON.stringify(body), {
+    status,
+    headers: { "Content-Type": "application/json", ...headers },
+  });
 }
 
 export const JOB_ID = "3f0c8a4e-5a7b-4c1d-9e2f-0a1b2c3d4e5f";

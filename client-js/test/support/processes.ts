@@ -50,13 +50,30 @@ export class RedisServer {
 
   async start(): Promise<void> {
     this.port = await freePort();
-    const args = ["--port", String(this.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", this.directory, "--protected-mode", "no"];
+    const args = [
+      "--port",
+      String(this.port),
+      "--bind",
+      "127.0.0.1",
+      "--save",
+      "",
+      "--appendonly",
+      "no",
+      "--dir",
+      this.directory,
+      "--protected-mode",
+      "no",
+    ];
     this.process = spawn("redis-server", args, { stdio: "ignore" });
     const child = this.process;
-    await waitFor(() => {
-      if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}`);
-      return canConnect(this.port);
-    }, `redis-server on port ${this.port}`, 15_000);
+    await waitFor(
+      () => {
+        if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}`);
+        return canConnect(this.port);
+      },
+      `redis-server on port ${this.port}`,
+      15_000,
+    );
   }
 
   async stop(): Promise<void> {
@@ -124,15 +141,20 @@ export class GatewayServer {
     });
     closeSync(log);
     this.process = child;
-    await waitFor(async () => {
-      if (child.exitCode !== null) throw new Error(`gateway exited with ${child.exitCode}: ${this.log()}`);
-      try {
-        const response = await fetch(`${this.url}/healthz`);
-        return response.ok;
-      } catch {
-        return false;
-      }
-    }, `gateway on port ${this.port} (log: ${this.logPath})`, 20_000, 50);
+    await waitFor(
+      async () => {
+        if (child.exitCode !== null) throw new Error(`gateway exited with ${child.exitCode}: ${this.log()}`);
+        try {
+          const response = await fetch(`${this.url}/healthz`);
+          return response.ok;
+        } catch {
+          return false;
+        }
+      },
+      `gateway on port ${this.port} (log: ${this.logPath})`,
+      20_000,
+      50,
+    );
   }
 
   /** SIGKILL: no drain, no goodbye frames; clients only notice the sockets dying. */

@@ -18,10 +18,13 @@ export class BlockingProxy {
   port = 0;
   /** Counts of what went through, by kind, for assertions. */
   readonly seen = { upgrades: 0, refusedUpgrades: 0, events: 0, refusedEvents: 0, polls: 0 };
+  /** Every plain HTTP request, in order. */
+  readonly requests: Array<{ path: string; ifNoneMatch: string | undefined }> = [];
 
   constructor(private readonly targetPort: () => number) {
     this.server = createServer((req, res) => {
       const path = req.url ?? "/";
+      this.requests.push({ path, ifNoneMatch: req.headers["if-none-match"] });
       if (path.includes("/events")) {
         if (this.sseBlocked) {
           this.seen.refusedEvents += 1;
@@ -46,7 +49,9 @@ export class BlockingProxy {
       });
       req.pipe(upstream);
     });
-    this.server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) => this.upgrade(req, socket, head));
+    this.server.on("upgrade", (req: IncomingMessage, socket: Duplex, head: Buffer) =>
+      this.upgrade(req, socket, head),
+    );
   }
 
   get url(): string {
@@ -85,7 +90,8 @@ export class BlockingProxy {
     this.seen.upgrades += 1;
     const upstream = connect(this.targetPort(), "127.0.0.1", () => {
       const lines = [`${req.method} ${req.url} HTTP/1.1`];
-      for (let i = 0; i < req.rawHeaders.length; i += 2) lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
+      for (let i = 0; i < req.rawHeaders.length; i += 2)
+        lines.push(`${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}`);
       upstream.write(`${lines.join("\r\n")}\r\n\r\n`);
       if (head.length > 0) upstream.write(head);
       upstream.pipe(socket);

@@ -44,7 +44,11 @@ export class Worker {
   private stderr = "";
 
   constructor(redisUrl: string, keyPrefix: string) {
-    const env: NodeJS.ProcessEnv = { ...process.env, GATEWAY_REDIS_URL: redisUrl, GATEWAY_KEY_PREFIX: keyPrefix };
+    const env: NodeJS.ProcessEnv = {
+      ...process.env,
+      GATEWAY_REDIS_URL: redisUrl,
+      GATEWAY_KEY_PREFIX: keyPrefix,
+    };
     this.child = spawn(join(VENV_BIN, "python"), ["-c", SCRIPT], { env, stdio: ["pipe", "pipe", "pipe"] });
     this.child.stderr?.on("data", (chunk: Buffer) => (this.stderr += chunk.toString()));
     if (this.child.stdout === null) throw new Error("no stdout");
@@ -53,7 +57,8 @@ export class Worker {
       resolve?.(JSON.parse(line) as Answer);
     });
     this.child.once("exit", (code) => {
-      for (const resolve of this.pending.splice(0)) resolve({ ok: false, error: `worker exited with ${code}: ${this.stderr}` });
+      for (const resolve of this.pending.splice(0))
+        resolve({ ok: false, error: `worker exited with ${code}: ${this.stderr}` });
     });
   }
 

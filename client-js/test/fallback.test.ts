@@ -1,0 +1,136 @@
+/**
+ * Fallbacks for real: a proxy in front of the gateway refuses the WebSocket upgrade, then event
+ * streams too; the client moves WebSocket → SSE → long-poll and back to WebSocket when the
+ * upgrade works again, without losing or repeating a snapshot.
+ */
+
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+import type { JobSnapshot, StateContext } from "../src/types.js";
+import { ProgressClient, clientOptions, recordStates, startEnv, type TestEnv } from "./support/env.js";
+import { BlockingProxy } from "./support/proxy.js";
+import { waitFor } from "./support/wait.js";
+
+let env: TestEnv;
+let proxy: BlockingProxy;
+
+before(async () => {
+  env = await startEnv("fallback");
+  proxy = new BlockingProxy(() => env.gateway.port);
+  await proxy.start();
+});
+
+after(async () => {
+  await proxy?.close();
+  await env?.close();
+});
+
+function transitions(states: StateContext[]): string[] {
+  return states.map((s) => `${s.state}/${s.transport}`).filter((s, i, all) => s !== all[i - 1]);
+}
+
+test("WebSocket refused → SSE; event streams refused → long-poll; WebSocket back → WebSocket", async () => {
+  proxy.blockWebSocket(true);
+  const watcher = new ProgressClient({
+    ...clientOptions(proxy.url, env.token),
+    fallbackAfter: 3,
+    sseFailuresBeforePoll: 2,
+    probeIntervalMs: 300,
+    activePollMs: 200,
+  });
+  const states = recordStates(watcher);
+  try {
+    const job = await env.worker.create("alice");
+    await env.worker.start(job.id);
+    const seen: JobSnapshot[] = [];
+    const mine: JobSnapshot[] = [];
+    watcher.watch(job.id, (snapshot) => seen.push(snapshot));
+    watcher.watchMine((snapshot) => mine.push(snapshot));
+
+    await waitFor(() => watcher.state === "fallback" && watcher.transport === "sse", "the SSE fallback");
+    assert.ok(proxy.seen.refusedUpgrades >= 3);
+    const overSse = await env.worker.update(job.id, 25, "over SSE");
+    await waitFor(() => seen.at(-1)?.seq === overSse.seq, "an update over SSE");
+    assert.ok(proxy.seen.events >= 1);
+    const createdOnFallback = await env.worker.create("alice", "created-on-fallback");
+    await waitFor(
+      () => mine.some((snapshot) => snapshot.id === createdOnFallback.id),
+      "watchMine on the fallback",
+    );
+
+    proxy.blockEventStreams(true);
+    await waitFor(() => watcher.transport === "poll", "the long-poll fallback", 15_000);
+    const overPoll = await env.worker.update(job.id, 50, "over long-poll");
+    await waitFor(() => seen.at(-1)?.seq === overPoll.seq, "an update over long-poll");
+    assert.ok(proxy.seen.polls >= 1);
+
+    proxy.blockWebSocket(false);
+    proxy.blockEventStreams(false);
+    await waitFor(() => watcher.state === "open", "the WebSocket again");
+    const overWs = await env.worker.update(job.id, 75, "over WebSocket");
+    await waitFor(() => seen.at(-1)?.seq === overWs.seq, "an update over WebSocket");
+    const end = await env.worker.succeed(job.id);
+    await waitFor(() => seen.at(-1)?.status === "succeeded", "the terminal snapshot");
+
+    const seqs = seen.map((snapshot) => snapshot.seq);
+    assert.deepEqual(
+      seqs,
+      [...new Set(seqs)].sort((a, b) => a - b),
+      `increasing seqs: ${seqs.join(",")}`,
+    );
+    assert.equal(seen.filter((snapshot) => snapshot.status === "succeeded").length, 1);
+    assert.equal(seen.at(-1)?.seq, end.seq);
+    assert.deepEqual(
+      transitions(states).filter((s) => !s.startsWith("reconnecting")),
+      ["connecting/websocket", "fallback/sse", "fallback/poll", "open/websocket"],
+    );
+  } finally {
+    watcher.close();
+  }
+});
+
+test("a WebSocket lost for good falls back to long-poll (no EventSource) from the newest seq", async () => {
+  const watcher = new ProgressClient({
+    ...clientOptions(proxy.url, env.token),
+    EventSource: undefined, // Node 20 has no global EventSource: long-poll is the only fallback
+    fallbackAfter: 2,
+    probeIntervalMs: 60_000,
+  });
+  const states = recordStates(watcher);
+  try {
+    const job = await env.worker.create("alice");
+    const seen: JobSnapshot[] = [];
+    watcher.watch(job.id, (snapshot) => seen.push(snapshot));
+    await waitFor(() => watcher.state === "open", "open");
+    const started = await env.worker.start(job.id);
+    await waitFor(() => seen.at(-1)?.seq === started.seq, "the start");
+
+    proxy.blockWebSocket(true); // cuts the open connection and refuses new upgrades
+    await waitFor(() => watcher.state === "fallback", "the fallback");
+    assert.equal(watcher.transport, "poll");
+    await waitFor(
+      () =>
+        proxy.requests.some(
+          (r) => r.path.startsWith(`/exports/${job.id}?wait=`) && r.ifNoneMatch === `"${started.seq}"`,
+        ),
+      "a long-poll from the seq the client already has",
+    );
+    const end = await env.worker.fail(job.id, "worker gave up");
+    await waitFor(() => seen.at(-1)?.status === "failed", "the terminal snapshot over long-poll");
+    const seqs = seen.map((snapshot) => snapshot.seq);
+    assert.deepEqual(
+      seqs,
+      [...new Set(seqs)].sort((a, b) => a - b),
+      `increasing seqs: ${seqs.join(",")}`,
+    );
+    assert.equal(seqs.at(-1), end.seq);
+    assert.equal(seen.filter((snapshot) => snapshot.status === "failed").length, 1);
+    assert.deepEqual(
+      transitions(states).filter((s) => !s.startsWith("reconnecting")),
+      ["connecting/websocket", "open/websocket", "fallback/poll"],
+    );
+  } finally {
+    proxy.blockWebSocket(false);
+    watcher.close();
+  }
+});
