@@ -76,6 +76,7 @@ export class ProgressClient extends TypedEventTarget<ClientEventMap> {
   private probeTimer: ReturnType<typeof setTimeout> | undefined;
   private activeTimer: ReturnType<typeof setTimeout> | undefined;
   private restoring: Promise<void> | null = null;
+  private restoreAgain = false;
   private browser: BrowserHooks | null = null;
 
   constructor(options: ProgressClientOptions) {
@@ -227,11 +228,21 @@ export class ProgressClient extends TypedEventTarget<ClientEventMap> {
   /** Deliver the caller's jobs from `GET /exports/active` to `watchMine` (and any watch). */
   private restore(): Promise<void> {
     if (this.book.mineCount === 0 || !this.started) return Promise.resolve();
-    this.restoring ??= (async () => {
+    if (this.restoring !== null) {
+      // One is in flight, but its answer may predate what this call is for: read once more.
+      this.restoreAgain = true;
+      return this.restoring;
+    }
+    this.restoring = (async () => {
       try {
-        await this.active();
-      } catch (error) {
-        this.emit("error", errorContext(error));
+        do {
+          this.restoreAgain = false;
+          try {
+            await this.active();
+          } catch (error) {
+            this.emit("error", errorContext(error));
+          }
+        } while (this.restoreAgain && this.started && this.book.mineCount > 0);
       } finally {
         this.restoring = null;
       }

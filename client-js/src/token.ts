@@ -8,6 +8,8 @@ import type { TokenProvider } from "./types.js";
 export class TokenSource {
   private current: string | null;
   private pending: Promise<string> | null = null;
+  /** +1 each time the provider gave a token: tells a caller whether a refresh happened. */
+  version = 0;
 
   constructor(private readonly provider: TokenProvider) {
     this.current = typeof provider === "string" ? provider : null;
@@ -34,6 +36,7 @@ export class TokenSource {
             throw new TypeError("the token function must return a non-empty string");
           }
           this.current = token;
+          this.version += 1;
           return token;
         } finally {
           this.pending = null;

@@ -5,10 +5,11 @@
  * While a stream is up the EventSource itself reconnects after a network blip and sends
  * `Last-Event-ID` (the `id:` of the last event, which is the job's seq), so nothing is missed.
  * When it gives up (an HTTP error: 401, 403, 404, 503, or 204 after the terminal snapshot) the
- * feed asks `GET /exports/{id}` what is wrong: a snapshot is delivered, 401 has refreshed the
- * token, 403/404 end the watch, anything else counts as a transport failure; then it opens a new
- * EventSource after a backoff delay. A new EventSource cannot send `Last-Event-ID`, so the
- * gateway starts it with the current snapshot, which the client drops if it already has it.
+ * feed asks `GET /exports/{id}` what is wrong: a snapshot is delivered; a 401 refreshes the
+ * token and the stream reopens at once; 403/404 end the watch; anything else counts as a
+ * transport failure and a new EventSource opens after a backoff delay. A new EventSource cannot
+ * send `Last-Event-ID`, so the gateway starts it with the current snapshot, which the client
+ * drops if it already has it.
  */
 
 import type { FeedContext, JobFeed } from "./feed.js";
@@ -93,12 +94,18 @@ export class SseFeed implements JobFeed {
 
   /** The EventSource gave up: find out why with a plain GET, then reopen after a delay. */
   private async diagnose(): Promise<void> {
+    const tokenVersion = this.tokens.version;
     try {
       const job = await this.context.api.get(this.jobId);
       if (this.stopped) return;
       this.context.handlers.update(job);
       if (isTerminal(job)) {
         this.stop();
+        return;
+      }
+      if (this.tokens.version !== tokenVersion) {
+        // The stream was refused for an expired token, now refreshed: not a transport failure.
+        void this.open();
         return;
       }
       // The job is readable but its stream is not: the event stream route is what fails.

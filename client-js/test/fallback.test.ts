@@ -134,3 +134,32 @@ test("a WebSocket lost for good falls back to long-poll (no EventSource) from th
     watcher.close();
   }
 });
+
+test("an event stream refused for an expired token reopens with a fresh one, staying on SSE", async () => {
+  proxy.blockWebSocket(true);
+  const expired = await env.worker.token("alice", 60, Math.floor(Date.now() / 1000) - 3600);
+  const tokens = [expired, env.token];
+  let calls = 0;
+  const watcher = new ProgressClient({
+    ...clientOptions(proxy.url, () => {
+      calls += 1;
+      return tokens.shift() ?? env.token;
+    }),
+    fallbackAfter: 1,
+    sseFailuresBeforePoll: 1,
+    probeIntervalMs: 60_000,
+  });
+  try {
+    const job = await env.worker.create("alice");
+    const seen: JobSnapshot[] = [];
+    watcher.watch(job.id, (snapshot) => seen.push(snapshot));
+    await waitFor(() => watcher.state === "fallback", "the SSE fallback");
+    await waitFor(() => calls === 2, "the refreshed token");
+    const update = await env.worker.start(job.id);
+    await waitFor(() => seen.at(-1)?.seq === update.seq, "an update over SSE with the fresh token");
+    assert.equal(watcher.transport, "sse", "a refused token is not an SSE failure");
+  } finally {
+    proxy.blockWebSocket(false);
+    watcher.close();
+  }
+});
