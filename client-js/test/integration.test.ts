@@ -9,6 +9,8 @@ import { after, before, test } from "node:test";
 import { HttpError } from "../src/index.js";
 import type { ErrorContext, JobSnapshot } from "../src/types.js";
 import { ProgressClient, clientOptions, recordStates, startEnv, type TestEnv } from "./support/env.js";
+import { GatewayServer } from "./support/processes.js";
+import { BlockingProxy } from "./support/proxy.js";
 import { waitFor } from "./support/wait.js";
 
 let env: TestEnv;
@@ -229,4 +231,41 @@ test("cancel: a queued job ends cancelled (idempotent), a running one is asked t
     watcher.cancel(succeeded.id),
     (error: unknown) => error instanceof HttpError && error.status === 409 && error.code === "job_finished",
   );
+});
+
+test("a draining gateway's 1001 sends the client at once to another replica, resuming from its seq", async () => {
+  const replica = new GatewayServer(env.redis.url, env.gateway.keyPrefix, env.directory);
+  await replica.start();
+  let target = env.gateway.port;
+  const balancer = new BlockingProxy(() => target);
+  await balancer.start();
+  const watcher = client({ url: balancer.url, backoff: { minMs: 5_000, maxMs: 20_000 } });
+  const states = recordStates(watcher);
+  try {
+    const job = await env.worker.create("alice");
+    const seen: JobSnapshot[] = [];
+    watcher.watch(job.id, (snapshot) => seen.push(snapshot));
+    await waitFor(() => watcher.state === "open" && seen.length === 1, "open on the first gateway");
+    target = replica.port; // the load balancer sends new connections to the other replica
+    const draining = env.gateway.terminate();
+    await waitFor(() => states.some((s) => s.code === 1001), "the 1001 close");
+    const goingAway = states.find((s) => s.code === 1001);
+    assert.ok((goingAway?.delayMs ?? Infinity) <= 1000, `reconnect after ${goingAway?.delayMs} ms`);
+    const update = await env.worker.start(job.id);
+    await waitFor(
+      () => watcher.state === "open" && seen.at(-1)?.seq === update.seq,
+      "the update via the replica",
+      5_000,
+    );
+    await draining;
+    const end = await env.worker.succeed(job.id);
+    await waitFor(() => seen.at(-1)?.seq === end.seq, "the terminal snapshot");
+    assertIncreasing(seen, job.id);
+    assert.equal(terminals(seen, job.id), 1);
+  } finally {
+    watcher.close();
+    await balancer.close();
+    await replica.kill();
+    await env.gateway.start(); // same port, for any test after this one
+  }
 });

@@ -124,7 +124,7 @@ export class GatewayServer {
       GATEWAY_PORT: String(this.port),
       GATEWAY_REDIS_URL: this.redisUrl,
       GATEWAY_KEY_PREFIX: this.keyPrefix,
-      GATEWAY_DRAIN_S: "0",
+      GATEWAY_DRAIN_S: "0.3",
     });
     for (const [name, value] of Object.entries(this.settings)) env[`GATEWAY_${name.toUpperCase()}`] = value;
     return env;
@@ -163,6 +163,15 @@ export class GatewayServer {
     this.process = null;
     if (child === null) return;
     child.kill("SIGKILL");
+    await exited(child);
+  }
+
+  /** SIGTERM: the gateway drains (closes WebSockets with 1001 over GATEWAY_DRAIN_S), then exits. */
+  async terminate(): Promise<void> {
+    const child = this.process;
+    this.process = null;
+    if (child === null) return;
+    child.kill("SIGTERM");
     await exited(child);
   }
 
