@@ -60,11 +60,11 @@ export class WebSocketConnection {
     private readonly handlers: WebSocketHandlers,
     options: WebSocketOptions,
   ) {
+    this.socket = new WebSocketImpl(url); // may throw (a malformed URL): no timer exists yet
     this.openTimer = setTimeout(
       () => this.abort(LocalCloseCode.OPEN_TIMEOUT, "no ready frame in time"),
       options.openTimeoutMs,
     );
-    this.socket = new WebSocketImpl(url);
     this.socket.onopen = () => this.send({ op: "auth", token: this.token });
     this.socket.onmessage = (event: MessageEventLike) => this.receive(event.data);
     this.socket.onclose = (event: CloseEventLike) => this.finish(event.code, event.reason);

@@ -296,3 +296,55 @@ test("without any WebSocket implementation it starts on the fallback", async () 
   assert.equal(client.state, "fallback");
   assert.equal(client.transport, "poll");
 });
+
+test("an upgrade that never says ready is given up after openTimeoutMs and counts toward the fallback", async () => {
+  const { client, states } = makeClient({ openTimeoutMs: 30, fallbackAfter: 2, EventSource: undefined });
+  for (let n = 1; n <= 2; n += 1) {
+    await waitFor(() => FakeWebSocket.instances.length === n, `socket ${n}`);
+    FakeWebSocket.last.open(); // upgraded, auth frame sent, but no `ready`
+  }
+  await waitFor(() => client.state === "fallback", "the fallback");
+  assert.ok(states.some((s) => s.code === 4001));
+  assert.equal(FakeWebSocket.instances[0]?.closedWith?.code, 4001);
+});
+
+class FakeTarget {
+  readonly listeners = new Map<string, Set<() => void>>();
+  addEventListener(type: string, listener: () => void): void {
+    const set = this.listeners.get(type) ?? new Set();
+    set.add(listener);
+    this.listeners.set(type, set);
+  }
+  removeEventListener(type: string, listener: () => void): void {
+    this.listeners.get(type)?.delete(listener);
+  }
+  fire(type: string): void {
+    for (const listener of this.listeners.get(type) ?? []) listener();
+  }
+}
+
+test("in a browser: offline pauses reconnecting, online reconnects at once; close() detaches", async (t) => {
+  const browserWindow = new FakeTarget();
+  const browserDocument = Object.assign(new FakeTarget(), { visibilityState: "visible" });
+  const globals = globalThis as { window?: unknown; document?: unknown };
+  globals.window = browserWindow;
+  globals.document = browserDocument;
+  t.after(() => {
+    delete globals.window;
+    delete globals.document;
+  });
+  const { client } = makeClient({ backoff: { minMs: 60_000, maxMs: 60_000 }, goingAwayJitterMs: 20 });
+  await waitFor(() => FakeWebSocket.instances.length === 1, "a socket");
+  FakeWebSocket.last.accept();
+  browserWindow.fire("offline");
+  FakeWebSocket.last.serverClose(1006);
+  assert.equal(client.state, "reconnecting");
+  browserWindow.fire("online");
+  await waitFor(() => FakeWebSocket.instances.length === 2, "the reconnect on online, not after 60 s");
+  FakeWebSocket.last.fail();
+  browserDocument.fire("visibilitychange");
+  await waitFor(() => FakeWebSocket.instances.length === 3, "the reconnect when the page is visible again");
+  client.close();
+  assert.equal(browserWindow.listeners.get("online")?.size, 0);
+  assert.equal(browserDocument.listeners.get("visibilitychange")?.size, 0);
+});
