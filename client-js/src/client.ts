@@ -267,7 +267,8 @@ export class ProgressClient extends TypedEventTarget<ClientEventMap> {
       this.onWebSocketClosed(null, role, { code: CloseCode.UNAUTHORIZED, reason: "no token", ready: false });
       return;
     }
-    if (!this.started) return;
+    // Only one attempt of each role at a time (a wake-up and a backoff timer may both fire).
+    if (!this.started || (role === "main" ? this.ws : this.probe) !== null) return;
     let connection: WebSocketConnection | null = null;
     try {
       connection = new WebSocketConnection(
