@@ -158,7 +158,7 @@ def create_app(settings: Settings) -> Starlette:
             await store.aclose()
 
     return Starlette(
-        routes=[*http_routes(), WebSocketRoute("/ws", _WebSocketApp())],
+        routes=[*http_routes(demo=settings.demo_page), WebSocketRoute("/ws", _WebSocketApp())],
         middleware=middleware(settings),
         exception_handlers=exception_handlers(),
         lifespan=lifespan,

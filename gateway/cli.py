@@ -126,6 +126,7 @@ def run_demo(args: argparse.Namespace) -> int:
         "port": args.port,
         "sqlite_path": args.sqlite_path,
         "drain_s": 1.0,
+        "demo_page": True,
     }
     if args.redis_url:
         overrides["redis_url"] = args.redis_url

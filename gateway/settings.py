@@ -79,6 +79,8 @@ class Settings(BaseSettings):
     cancel_grace_s: float = Field(default=5.0, ge=0, le=600)
     modal_app: str | None = None
     modal_environment: str | None = None
+    # Serve the demo page at / (set by `progress-gateway demo`).
+    demo_page: bool = False
 
     @field_validator("redis_url")
     @classmethod

@@ -5,7 +5,8 @@ from __future__ import annotations
 from starlette.routing import BaseRoute
 
 from gateway.http import exports, health, openapi
+from gateway.http.static import static_routes
 
 
-def routes() -> list[BaseRoute]:
-    return [*health.routes, *openapi.routes, *exports.routes]
+def routes(*, demo: bool = False) -> list[BaseRoute]:
+    return [*health.routes, *openapi.routes, *exports.routes, *static_routes(demo)]

@@ -60,6 +60,36 @@ def _paths(settings: Settings) -> Doc:
     etag = {"ETag": _ref("headers", "ETag"), "Cache-Control": _ref("headers", "NoStore")}
     snapshot = _json(_ref("schemas", "Job"), "The job's snapshot, as stored.", etag)
     return {
+        "/client/progress-gateway.js": {
+            "get": {
+                "summary": "The browser client as one ES module (no token needed)",
+                "responses": {
+                    "200": {
+                        "description": "JavaScript.",
+                        "content": {"text/javascript": {"schema": {"type": "string"}}},
+                    },
+                    **_problems(404),
+                },
+            }
+        },
+        **(
+            {
+                "/": {
+                    "get": {
+                        "summary": "The demo page (only in `progress-gateway demo`)",
+                        "responses": {
+                            "200": {
+                                "description": "HTML.",
+                                "content": {"text/html": {"schema": {"type": "string"}}},
+                            },
+                            **_problems(404),
+                        },
+                    }
+                }
+            }
+            if settings.demo_page
+            else {}
+        ),
         "/healthz": {
             "get": {
                 "summary": "Liveness: the process runs",
