@@ -388,7 +388,8 @@ def _recent_param(request: Request, default: float) -> float:
 
 
 def _last_event_id(request: Request) -> int | None:
-    text = request.headers.get("last-event-id")
+    # A browser opening a new EventSource cannot set the header: ?last_event_id= stands in.
+    text = request.headers.get("last-event-id") or request.query_params.get("last_event_id")
     if text is None or not text.strip():
         return None
     if not _SEQ_RE.fullmatch(text.strip()):

@@ -212,6 +212,7 @@ def _paths(settings: Settings) -> Doc:
                     },
                 },
                 _ref("parameters", "LastEventId"),
+                _ref("parameters", "LastEventIdQuery"),
             )
         },
         "/exports/{id}/history": {
@@ -415,6 +416,14 @@ def _components(settings: Settings) -> Doc:
                 "required": False,
                 "schema": {"type": "string", "pattern": "^[0-9]+$"},
                 "description": "The seq the client already has; only newer snapshots are sent.",
+            },
+            "LastEventIdQuery": {
+                "name": "last_event_id",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                "description": "Same as `Last-Event-ID`, for a new EventSource that cannot set "
+                "headers; the header wins when both are sent.",
             },
             "RecentS": {
                 "name": "recent_s",

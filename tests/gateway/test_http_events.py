@@ -110,6 +110,9 @@ async def test_last_event_id_sends_only_newer_snapshots(
         # The client has the terminal snapshot: 204 makes an EventSource stop reconnecting.
         response = await client.get(url, headers={**alice(), "Last-Event-ID": "5"})
         assert response.status_code == 204
+        # A new EventSource cannot set the header: the query parameter stands in for it.
+        response = await client.get(f"{url}?last_event_id=5", headers=alice())
+        assert response.status_code == 204
         async with client.stream("GET", url, headers={**alice(), "Last-Event-ID": "4"}) as response:
             events = sse_items(response)
             ending = snapshots(await read_events(events))
