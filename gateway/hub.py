@@ -23,6 +23,7 @@ from gateway.errors import Forbidden, GatewayError, JobNotFound
 from gateway.metrics import Metrics
 from gateway.outbox import Outbox
 from gateway.store import JobStore
+from gateway.tasks import TaskGroup
 
 logger = logging.getLogger("gateway.hub")
 
@@ -83,7 +84,7 @@ class Hub:
         self._watchers: dict[str, set[Outbox[Snapshot]]] = {}
         self._owner_watchers: dict[str, set[Outbox[Snapshot]]] = {}
         self._latest: dict[str, int] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskGroup(logger, "hub")
         self._resync_task: asyncio.Task[None] | None = None
         self._debug = logger.isEnabledFor(logging.DEBUG)
         self._deliveries = metrics.deliveries.labels("ws")
@@ -96,10 +97,10 @@ class Hub:
         self._resync_task = asyncio.create_task(self._resync_loop(), name="pgw-resync")
 
     async def aclose(self) -> None:
-        tasks = [*self._tasks, *([self._resync_task] if self._resync_task else [])]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._resync_task is not None:
+            self._resync_task.cancel()
+            await asyncio.gather(self._resync_task, return_exceptions=True)
+        await self._tasks.aclose()
         await self.broker.aclose()
 
     # -- watching ------------------------------------------------------------------------------
@@ -214,7 +215,7 @@ class Hub:
         if not watchers:
             return
         for outbox in list(watchers):
-            self._spawn(self._adopt(outbox, snapshot.owner, snapshot.job_id))
+            self._tasks.spawn(self._adopt(outbox, snapshot.owner, snapshot.job_id))
 
     async def _adopt(self, outbox: Outbox[Snapshot], owner: str, job_id: str) -> None:
         if outbox.closed or outbox.watches(job_id):
@@ -319,17 +320,6 @@ class Hub:
                 outbox.track(job_id)
                 self.metrics.subscriptions.inc()
         self.metrics.channels.set(len(self._watchers))
-
-    def _spawn(self, coro: object) -> None:
-        assert asyncio.iscoroutine(coro)
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            logger.error("hub background task failed: %r", exc, exc_info=exc)
 
 
 def _not_found(job_id: str) -> GatewayError:

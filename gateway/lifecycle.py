@@ -24,6 +24,7 @@ from gateway.errors import (
 from gateway.metrics import Metrics
 from gateway.models import AttachCall, Cancel, Change, Create, Fail, Job, RequestCancel, Succeed
 from gateway.store import JobStore
+from gateway.tasks import TaskGroup
 from workers.executors.base import Executor, Failed, Running, Succeeded, Unknown
 from workers.kinds import JobKind, get_kind
 
@@ -47,12 +48,10 @@ class Lifecycle:
         self.kinds = dict(kinds)
         self.metrics = metrics
         self.cancel_timeout_s = cancel_timeout_s
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskGroup(logger, "lifecycle")
 
     async def aclose(self) -> None:
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.aclose()
 
     # -- create ------------------------------------------------------------------------------
 
@@ -101,7 +100,7 @@ class Lifecycle:
         if executor is not None and job.call_id is not None:
             await executor.cancel(job.call_id)
             if not job.terminal:
-                self._spawn(self._confirm_cancel(job_id, executor, job.call_id))
+                self._tasks.spawn(self._confirm_cancel(job_id, executor, job.call_id))
         return job
 
     async def _confirm_cancel(self, job_id: str, executor: Executor, call_id: str) -> None:
@@ -190,14 +189,3 @@ class Lifecycle:
         except StoreUnavailable:
             logger.error("could not record the end of job %s (owner %s)", job.id, job.owner)
             raise
-
-    def _spawn(self, coro: object) -> None:
-        assert asyncio.iscoroutine(coro)
-        task: asyncio.Task[None] = asyncio.ensure_future(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._task_done)
-
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            logger.error("lifecycle background task failed: %r", exc, exc_info=exc)

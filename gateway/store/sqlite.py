@@ -275,26 +275,8 @@ class SqliteJobStore:
         return await self._call("get", job_id, lambda conn: self._load(conn, job_id, _now()[1]))
 
     async def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
-        for job_id in job_ids:
-            check_job_id(job_id)
-        if not job_ids:
-            return []
-
-        def read(conn: sqlite3.Connection) -> list[Job | None]:
-            now_ms = _now()[1]
-            found: dict[str, Job] = {}
-            for start in range(0, len(job_ids), 500):
-                chunk = list(job_ids[start : start + 500])
-                marks = ",".join("?" * len(chunk))
-                rows = conn.execute(
-                    f"SELECT id, snapshot FROM jobs WHERE id IN ({marks})"
-                    " AND (expires_ms IS NULL OR expires_ms > ?)",
-                    (*chunk, now_ms),
-                ).fetchall()
-                found.update((row[0], Job.model_validate_json(row[1])) for row in rows)
-            return [found.get(job_id) for job_id in job_ids]
-
-        return await self._call("get_many", None, read)
+        raws = await self.snapshots(job_ids)
+        return [None if raw is None else Job.model_validate_json(raw) for raw in raws]
 
     async def history(self, job_id: str) -> list[HistoryEvent]:
         check_job_id(job_id)

@@ -22,6 +22,7 @@ from typing import Any
 
 from gateway.errors import BadRequest, ExecutorError
 from gateway.models import Job
+from gateway.tasks import TaskGroup
 from workers.executors.base import CallState, Running, Unknown
 
 logger = logging.getLogger("workers.executors.local")
@@ -71,7 +72,7 @@ class LocalExecutor:
         self._heartbeat_s = heartbeat_s
         self._on_exit = on_exit
         self._pidfds: dict[str, int] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = TaskGroup(logger, "local executor")
 
     async def start(self) -> None:
         self._slots_dir.mkdir(parents=True, exist_ok=True)
@@ -126,16 +127,9 @@ class LocalExecutor:
             code = os.waitstatus_to_exitcode(status) if status else 0
             logger.info("job %s process %s exited with %s", job_id, call_id, code)
             if self._on_exit is not None:
-                task = loop.create_task(self._on_exit(job_id, call_id, code))
-                self._tasks.add(task)
-                task.add_done_callback(self._done)
+                self._tasks.spawn(self._on_exit(job_id, call_id, code))
 
         loop.add_reader(pidfd, exited)
-
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            logger.error("local executor background task failed: %r", exc, exc_info=exc)
 
     async def poll(self, call_id: str) -> CallState:
         pid, ticks = parse_call_id(call_id)
@@ -153,9 +147,7 @@ class LocalExecutor:
         pid, ticks = parse_call_id(call_id)
         if not self._alive(pid, ticks):
             return
-        task = asyncio.create_task(self._escalate(pid, ticks), name=f"pgw-cancel-{call_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
+        self._tasks.spawn(self._escalate(pid, ticks), name=f"pgw-cancel-{call_id}")
 
     async def _escalate(self, pid: int, ticks: int) -> None:
         for sig in (signal.SIGTERM, signal.SIGKILL):
@@ -183,6 +175,4 @@ class LocalExecutor:
             loop.remove_reader(pidfd)
             os.close(pidfd)
         self._pidfds.clear()
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.aclose()
