@@ -39,6 +39,7 @@ import argparse
 import asyncio
 import contextlib
 import http.client
+import itertools
 import json
 import os
 import platform
@@ -89,15 +90,20 @@ def proc_rss(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def core_busy_s() -> dict[int, float]:
-    """Busy seconds of each core so far (everything but idle and iowait)."""
-    busy: dict[int, float] = {}
+def core_times_s() -> dict[int, tuple[float, float]]:
+    """(busy, irq + softirq) seconds of each core so far; busy is all but idle and iowait.
+
+    Loopback TCP runs the receiving side's network stack in softirq context on the sender's
+    core; that time is in the core's softirq column, not in any process's utime/stime.
+    """
+    times: dict[int, tuple[float, float]] = {}
     for line in Path("/proc/stat").read_text().splitlines():
         if line.startswith("cpu") and line[3].isdigit():
             name, *values = line.split()
             ticks = [int(v) for v in values]
-            busy[int(name[3:])] = (sum(ticks[:8]) - ticks[3] - ticks[4]) / TICKS_PER_S
-    return busy
+            busy = (sum(ticks[:8]) - ticks[3] - ticks[4]) / TICKS_PER_S
+            times[int(name[3:])] = (busy, (ticks[5] + ticks[6]) / TICKS_PER_S)
+    return times
 
 
 @dataclass
@@ -108,21 +114,23 @@ class Meter:
     wall_s: float = 0.0
     cpu_s: dict[str, float] = field(default_factory=dict)
     cores_s: dict[int, float] = field(default_factory=dict)
+    softirq_s: dict[int, float] = field(default_factory=dict)
     _t0: float = 0.0
     _cpu0: dict[str, float] = field(default_factory=dict)
-    _cores0: dict[int, float] = field(default_factory=dict)
+    _cores0: dict[int, tuple[float, float]] = field(default_factory=dict)
 
     def start(self) -> Meter:
         self._t0 = time.perf_counter()
         self._cpu0 = {name: _cpu_or_zero(pid) for name, pid in self.pids.items()}
-        self._cores0 = core_busy_s()
+        self._cores0 = core_times_s()
         return self
 
     def stop(self) -> Meter:
         self.wall_s = time.perf_counter() - self._t0
         self.cpu_s = {name: _cpu_or_zero(pid) - self._cpu0[name] for name, pid in self.pids.items()}
-        cores = core_busy_s()
-        self.cores_s = {core: cores[core] - self._cores0.get(core, 0.0) for core in cores}
+        cores, before = core_times_s(), self._cores0
+        self.cores_s = {c: cores[c][0] - before.get(c, (0.0, 0.0))[0] for c in cores}
+        self.softirq_s = {c: cores[c][1] - before.get(c, (0.0, 0.0))[1] for c in cores}
         return self
 
     def share(self, name: str) -> float:
@@ -132,10 +140,22 @@ class Meter:
     def core_share(self, core: int) -> float:
         return self.cores_s.get(core, 0.0) / self.wall_s if self.wall_s else 0.0
 
+    def softirq_share(self, core: int) -> float:
+        return self.softirq_s.get(core, 0.0) / self.wall_s if self.wall_s else 0.0
+
     def foreign_share(self) -> float:
-        """Busy time of the machine not spent in our processes, as a share of one core."""
-        ours = sum(self.cpu_s.values())
-        return max(0.0, sum(self.cores_s.values()) - ours) / self.wall_s if self.wall_s else 0.0
+        """Busy time not spent in our processes nor in softirq, as a share of one core."""
+        if not self.wall_s:
+            return 0.0
+        ours = sum(self.cpu_s.values()) + sum(self.softirq_s.values())
+        return max(0.0, sum(self.cores_s.values()) - ours) / self.wall_s
+
+    def foreign_core_share(self, core: int, ours: Sequence[str]) -> float:
+        """Busy time of one core beyond the named processes and softirq (others' programs)."""
+        if not self.wall_s:
+            return 0.0
+        used = sum(self.cpu_s.get(name, 0.0) for name in ours) + self.softirq_s.get(core, 0.0)
+        return max(0.0, self.cores_s.get(core, 0.0) - used) / self.wall_s
 
 
 def _cpu_or_zero(pid: int) -> float:
@@ -366,7 +386,8 @@ class RedisServer:
 class Gateway:
     """``progress-gateway serve`` pinned to core 0, on a fixed port (kept across restarts)."""
 
-    def __init__(self, redis_url: str, log_dir: Path, log_level: str) -> None:
+    def __init__(self, redis_url: str, log_dir: Path, log_level: str, source: Path) -> None:
+        self.source = source
         self.port = free_port()
         self.redis_url = redis_url
         self.log_dir = log_dir
@@ -392,17 +413,19 @@ class Gateway:
             GATEWAY_KEY_PREFIX=PREFIX,
             GATEWAY_MAX_CONNECTIONS_PER_OWNER="100000",
         )
+        if self.source != ROOT:
+            env["PYTHONPATH"] = str(self.source)
         return env
 
     def start(self) -> None:
-        binary = ROOT / ".venv" / "bin" / "progress-gateway"
-        argv = [str(binary if binary.exists() else "progress-gateway"), "serve"]
-        argv += ["--log-level", self.log_level]
+        # ``python -m gateway.cli serve`` is what the ``progress-gateway`` script runs; with
+        # ``--gateway-src`` the package comes from that directory (e.g. a copy under test).
+        argv = [sys.executable, "-m", "gateway.cli", "serve", "--log-level", self.log_level]
         with (self.log_dir / "gateway.log").open("ab") as out:
             self.process = subprocess.Popen(
                 pinned(GATEWAY_CORE, argv),
                 env=self.environment(),
-                cwd=ROOT,
+                cwd=self.source,
                 stdout=out,
                 stderr=subprocess.STDOUT,
             )
@@ -681,10 +704,14 @@ class Bench:
         self.args = args
         self.work = work
         self.redis = RedisServer(work / "redis")
-        self.gateway = Gateway(self.redis.url, work, args.gateway_log_level)
+        self.gateway = Gateway(
+            self.redis.url, work, args.gateway_log_level, Path(args.gateway_src).resolve()
+        )
         self.loadgens: list[Agent] = []
         self.publisher: Agent | None = None
         self.results: Json = {}
+        self.worst_per_100ms: dict[int, float] = {}
+        self.samples_per_100ms: dict[int, list[float]] = {}
 
     # -- processes -------------------------------------------------------------------------------
 
@@ -761,7 +788,7 @@ class Bench:
         """Wait (bounded) until programs other than ours use little CPU; record what was seen."""
         limit, waited = self.args.wait_idle_s, 0.0
         while True:
-            meter = Meter({"orchestrator": os.getpid()}).start()
+            meter = Meter({}).start()
             time.sleep(2.0)
             foreign = meter.stop().foreign_share()
             load = os.getloadavg()[0]
@@ -813,8 +840,15 @@ class Bench:
     def collect(self) -> tuple[int, int, Histogram, Json]:
         replies = ask_all(self.loadgens, {"cmd": "stats"}, "stats", 60)
         latency = Histogram()
+        worst: dict[int, float] = {}
+        self.samples_per_100ms = {}
         for reply in replies:
             latency.merge(reply["latency_us"])
+            for slot, values in (reply.get("samples_per_100ms") or {}).items():
+                self.samples_per_100ms.setdefault(int(slot), []).extend(values)
+            for slot, us in reply.get("worst_per_100ms", {}).items():
+                worst[int(slot)] = max(worst.get(int(slot), 0.0), float(us))
+        self.worst_per_100ms = worst
         totals = {
             "open": sum(r["open"] for r in replies),
             "acked": sum(r["acked"] for r in replies),
@@ -828,8 +862,8 @@ class Bench:
             totals,
         )
 
-    def reset(self) -> None:
-        ask_all(self.loadgens, {"cmd": "reset"}, "reset", 60)
+    def reset(self, *, samples: bool = False) -> None:
+        ask_all(self.loadgens, {"cmd": "reset", "samples": samples}, "reset", 60)
 
     def wait_delivered(self, expected: int, timeout: float) -> int:
         deadline = time.monotonic() + timeout
@@ -893,7 +927,7 @@ class Bench:
             self.reset()
             log("idle: one update per job")
             publisher.ask({"cmd": "once", "jobs": plan.jobs}, "once", timeout=600)
-            delivered = self.wait_delivered(n, 60)
+            delivered = self.wait_delivered(totals["acked"] - len(warm.clients), 60)
             rss_end = proc_rss(self.gateway.pid)
         per_connection = (rss_after - rss_before) / max(1, ok)
         slope = _slope([(s["connections"], s["rss"]) for s in steps])
@@ -949,7 +983,9 @@ class Bench:
                     f"{step['deliveries_per_s']:.0f} deliveries/s, gateway "
                     f"{step['gateway_cpu_share']:.0%}, {step['gateway_us_per_delivery']:.1f} µs/"
                     f"delivery, ratio {step['delivery_ratio']:.2f}, "
-                    f"p99 {step['latency']['p99_ms']:.1f} ms"
+                    f"p99 {step['latency']['p99_ms']:.1f} ms; core 0 softirq "
+                    f"{step['core0_softirq_share']:.0%}, others {step['core0_foreign_share']:.0%}; "
+                    f"core 1 {step['core1_share']:.0%} (load gen. {step['loadgen_share']:.0%})"
                 )
                 saturated = step["gateway_cpu_share"] >= 0.95 or step["delivery_ratio"] < 0.9
                 if step["deliveries_per_s"] < best * 1.03 and saturated:
@@ -1002,6 +1038,11 @@ class Bench:
             "gateway_us_per_delivery": meter.cpu_s["gateway"] / max(1, updates) * 1e6,
             "core0_share": meter.core_share(GATEWAY_CORE),
             "core0_us_per_delivery": meter.cores_s.get(GATEWAY_CORE, 0.0) / max(1, updates) * 1e6,
+            "core0_softirq_share": meter.softirq_share(GATEWAY_CORE),
+            "core0_softirq_us_per_delivery": meter.softirq_s.get(GATEWAY_CORE, 0.0)
+            / max(1, updates)
+            * 1e6,
+            "core0_foreign_share": meter.foreign_core_share(GATEWAY_CORE, ["gateway"]),
             "core1_share": meter.core_share(LOAD_CORE),
             "loadgen_share": self.loadgen_cpu(meter) / meter.wall_s,
             "loadgen_us_per_delivery": self.loadgen_cpu(meter) / max(1, updates) * 1e6,
@@ -1059,9 +1100,10 @@ class Bench:
                 {"cmd": "run", "jobs": plan.jobs, "rate": rate, "seconds": a.lat_warmup_s + a.lat_s}
             )
             time.sleep(a.lat_warmup_s)
-            self.reset()
+            self.reset(samples=True)
             meter = Meter(self.pids()).start()
-            time.sleep(a.lat_s)
+            with Sampler(self.pids()) as sampler:
+                time.sleep(a.lat_s)
             updates, nbytes, latency, totals = self.collect()
             meter.stop()
             ran = publisher.expect("ran", a.lat_s + 120)
@@ -1087,12 +1129,20 @@ class Bench:
             "publisher_share": meter.share("publisher"),
             "foreign_share": meter.foreign_share(),
             "client_errors": totals["errors"],
+            "stalls": stalls(self.worst_per_100ms, sampler.foreign),
+            "undisturbed": undisturbed(self.samples_per_100ms, sampler.foreign, a.quiet_share),
         }
         log(
             f"latency {name}: p50 {summary['p50_ms']:.2f} ms, p99 {summary['p99_ms']:.2f} ms, "
             f"p99.9 {summary['p999_ms']:.2f} ms; publish {ran['rate']:.0f}/s of {rate:.0f}; "
             f"gateway {meter.share('gateway'):.0%}, core 1 {meter.core_share(LOAD_CORE):.0%}"
         )
+        if quiet := result["undisturbed"]:
+            log(
+                f"latency {name}, quiet windows only ({quiet['windows_kept']} of "
+                f"{quiet['windows_total']}): p50 {quiet['p50_ms']} ms, p99 {quiet['p99_ms']} ms, "
+                f"p99.9 {quiet['p999_ms']} ms"
+            )
         return result
 
     def run_storm(self, mode: str) -> Json:
@@ -1129,7 +1179,7 @@ class Bench:
             log(f"storm: all {n} resubscribed after {total_s:.2f}s; checking delivery")
             self.reset()
             publisher.ask({"cmd": "once", "jobs": plan.jobs}, "once", timeout=600)
-            delivered = self.wait_delivered(n, 60)
+            delivered = self.wait_delivered(opened["ok"], 60)
         result = {
             "mode": mode,
             "clients": n,
@@ -1177,6 +1227,96 @@ class Bench:
             self.gateway.stop()
             self.redis.stop()
         return self.results
+
+
+class Sampler:
+    """Every 100 ms: how much of the machine programs other than ours used (a share of a core).
+
+    Keyed like the load generator's latency windows (wall clock in 100 ms slots), so a latency
+    stall can be matched with what the rest of the machine did at that moment.
+    """
+
+    def __init__(self, pids: dict[str, int]) -> None:
+        self.pids = pids
+        self.foreign: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
+
+    def __enter__(self) -> Sampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        meter = Meter(self.pids).start()
+        while not self._stop.wait(0.1):
+            meter.stop()
+            self.foreign[int(time.time() * 10)] = round(meter.foreign_share(), 2)
+            meter.start()
+
+
+def undisturbed(
+    samples: dict[int, list[float]], foreign: dict[int, float], limit: float, lookback: int = 10
+) -> Json:
+    """Latency over the 100 ms windows in which, and in the second before which, programs other
+    than ours used less than ``limit`` of a core: what the gateway does on a quiet machine."""
+    if not samples or not foreign:
+        return {}
+    kept: list[float] = []
+    windows = 0
+    for slot, values in samples.items():
+        recent = [foreign.get(k) for k in range(slot - lookback, slot + 1)]
+        known = [share for share in recent if share is not None]
+        if known and max(known) < limit:
+            kept.extend(values)
+            windows += 1
+    kept.sort()
+
+    def pick(q: float) -> float | None:
+        return kept[min(len(kept) - 1, int(q * len(kept)))] / 1000 if kept else None
+
+    return {
+        "foreign_limit": limit,
+        "windows_kept": windows,
+        "windows_total": len(samples),
+        "n": len(kept),
+        "p50_ms": pick(0.5),
+        "p99_ms": pick(0.99),
+        "p999_ms": pick(0.999),
+        "max_ms": kept[-1] / 1000 if kept else None,
+    }
+
+
+def stalls(
+    worst_per_100ms: dict[int, float], foreign: dict[int, float], threshold_ms: float = 20.0
+) -> Json:
+    """100 ms windows whose worst latency exceeded ``threshold_ms``, how far apart they are, and
+    the share of a core other programs used in the second before each."""
+    if not worst_per_100ms:
+        return {}
+    first = min(worst_per_100ms)
+    slow = sorted(
+        (slot, us / 1000) for slot, us in worst_per_100ms.items() if us / 1000 > threshold_ms
+    )
+    gaps = [round((b - a) / 10, 1) for (a, _), (b, _) in itertools.pairwise(slow)]
+    return {
+        "threshold_ms": threshold_ms,
+        "windows": len(worst_per_100ms),
+        "slow_windows": [
+            (
+                round((slot - first) / 10, 1),
+                round(ms, 1),
+                max((foreign.get(k, 0.0) for k in range(slot - 10, slot + 1)), default=None),
+            )
+            for slot, ms in slow
+        ][:60],
+        "foreign_mean": round(sum(foreign.values()) / len(foreign), 2) if foreign else None,
+        "foreign_max": max(foreign.values(), default=None),
+        "gaps_s": gaps[:40],
+    }
 
 
 def _sum_maps(maps: Sequence[dict[str, int]]) -> dict[str, int]:
@@ -1320,6 +1460,12 @@ def report(results: Json) -> str:
                 f"publish {lat['publish_rate']:,.0f}/s of {lat['target_publish_rate']:,.0f}; "
                 f"gateway {lat['gateway_cpu_share']:.0%}, core 1 {lat['core1_share']:.0%}",
             )
+            if (quiet := lat.get("undisturbed")) and quiet.get("n"):
+                row(
+                    f"{label}, quiet windows ({quiet['windows_kept']}/{quiet['windows_total']})",
+                    f"p50 {quiet['p50_ms']:.2f} / p99 {quiet['p99_ms']:.2f} / p99.9 "
+                    f"{quiet['p999_ms']:.2f} ms",
+                )
     for mode in ("drop", "restart"):
         if storm := results.get(f"storm_{mode}"):
             row(
@@ -1367,6 +1513,11 @@ def build_parser() -> argparse.ArgumentParser:
         "snapshots without the write, to keep core 1 from being the limit",
     )
     parser.add_argument("--gateway-log-level", default="warning")
+    parser.add_argument(
+        "--gateway-src",
+        default=str(ROOT),
+        help="directory holding the gateway package to run (default: this checkout)",
+    )
     parser.add_argument("--wait-idle-s", type=float, default=0.0, help="wait for a quiet machine")
     parser.add_argument("--quiet-share", type=float, default=0.10, help="'quiet': others below")
     g = parser.add_argument_group("idle")

@@ -91,6 +91,9 @@ let localAddresses = ["127.0.0.1"];
 let clients = [];
 let recording = false;
 let latency = new Histogram();
+let timeline = new Map();
+let samples = new Map(); // 100 ms slot -> latencies (µs), when asked to keep them
+let keepSamples = false;
 let updates = 0;
 let updateBytes = 0;
 let errorsReceived = 0;
@@ -127,6 +130,7 @@ class Client {
     this.attempts = 0;
     this.subscribeFailed = false;
     this.subscribeAttempts = 0;
+    this.openRetries = 0;
     this.subscribeFrame = JSON.stringify({ op: "subscribe", ref: "s", jobs: jobs.map((id) => ({ id })) });
   }
 
@@ -137,6 +141,8 @@ class Client {
       perMessageDeflate: false,
       localAddress: localAddresses[this.index % localAddresses.length],
       handshakeTimeout: 60000,
+      // The server is ours and sends JSON text; skipping validation keeps the client cheap.
+      skipUTF8Validation: true,
     });
     this.ws = ws;
     ws.on("open", () => {
@@ -172,7 +178,19 @@ class Client {
         ns = ns * 10 + (c - 48);
         digits++;
       }
-      if (digits >= 18) latency.record((received - ns) / 1000);
+      if (digits >= 18) {
+        const us = (received - ns) / 1000;
+        latency.record(us);
+        // Worst latency per 100 ms of receive time: shows periodic stalls (GC, resync, …).
+        const slot = Math.floor(received / 1e8);
+        const worst = timeline.get(slot);
+        if (worst === undefined || us > worst) timeline.set(slot, us);
+        if (keepSamples) {
+          let list = samples.get(slot);
+          if (list === undefined) samples.set(slot, (list = []));
+          list.push(Math.round(us));
+        }
+      }
       return;
     }
     if (!this.acked && data.indexOf(ACK_MARK) >= 0) {
@@ -211,8 +229,15 @@ class Client {
       fail(`closed_${code}`);
       return;
     }
+    if (!this.acked && this.onAck && !reconnecting && this.openRetries < 5) {
+      // The handshake failed (e.g. a reset from a full accept queue): retry like a client.
+      this.openRetries++;
+      fail(`open_retry_${code}`);
+      setTimeout(() => this.connect(), Math.random() * Math.min(2000, 100 * 2 ** this.openRetries));
+      return;
+    }
     if (!this.acked && this.onAck && !reconnecting) {
-      // Failed during the initial open: give up on this client, count it.
+      // Failed during the initial open, five times: give up on this client, count it.
       fail(`open_failed_${code}`);
       const cb = this.onAck;
       this.onAck = null;
@@ -301,12 +326,17 @@ function stats() {
     closes: closesSeen,
     subscribe_retries: subscribeRetries,
     latency_us: latency.toJSON(),
+    worst_per_100ms: Object.fromEntries(timeline),
+    samples_per_100ms: keepSamples ? Object.fromEntries(samples) : undefined,
     failures,
   });
 }
 
-function reset() {
+function reset(cmd) {
   latency = new Histogram();
+  timeline = new Map();
+  samples = new Map();
+  keepSamples = Boolean(cmd && cmd.samples);
   updates = 0;
   updateBytes = 0;
   errorsReceived = 0;
@@ -375,7 +405,7 @@ rl.on("line", (line) => {
       open(cmd);
       break;
     case "reset":
-      reset();
+      reset(cmd);
       break;
     case "stats":
       stats();
