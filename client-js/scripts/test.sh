@@ -2,10 +2,25 @@
 # client-js: install dev dependencies, check formatting, build (tsc → dist/ with .d.ts, esbuild →
 # dist/progress-gateway.js), compile the tests (strict, like the sources), then run every test
 # with node's built-in runner. The integration tests start their own redis-server and
-# `progress-gateway serve` from ../.venv, which the repository's scripts/test creates.
+# `progress-gateway serve` / `progress-gateway demo` from ../.venv, which the repository's
+# scripts/test creates. The browser tests drive Debian's Chromium (/usr/bin/chromium, or
+# $CHROMIUM_PATH) through playwright-core; it is installed with apt when missing. No browser is
+# ever downloaded by npm or Playwright. Screenshots go to ../test-output/browser/.
 # Extra arguments go to `node --test` (e.g. --test-name-pattern=fallback).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
+if [ ! -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ]; then
+  echo "== installing chromium (for the browser tests)"
+  SUDO=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null 2>&1 || { echo "chromium is missing and installing it needs root" >&2; exit 1; }
+    SUDO=(sudo)
+  fi
+  "${SUDO[@]}" apt-get update -q
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+fi
 
 if [ -f package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error

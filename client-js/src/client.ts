@@ -41,6 +41,7 @@ import type {
   EventSourceConstructor,
   FetchLike,
   JobSnapshot,
+  JsonValue,
   StateContext,
   WebSocketConstructor,
 } from "./types.js";
@@ -185,6 +186,18 @@ export class ProgressClient extends TypedEventTarget<ClientEventMap> {
   /** `GET /exports/{id}`; the snapshot also reaches the listeners. */
   async get(id: string): Promise<JobSnapshot> {
     const job = await this.api.get(id);
+    this.deliver(job);
+    return job;
+  }
+
+  /**
+   * `POST /exports`: create a job of `kind` with `params` and start it on its executor. The
+   * first snapshot (201) also reaches the listeners (so `watchMine` shows the job at once).
+   * Throws `HttpError`: 422 `unprocessable` for an unknown kind or invalid params, 400
+   * `bad_request`, 401, 429 / 503 (`retryable`, with `retryAfterS`).
+   */
+  async create(kind: string, params: { [key: string]: JsonValue } = {}): Promise<JobSnapshot> {
+    const job = await this.api.create(kind, params);
     this.deliver(job);
     return job;
   }

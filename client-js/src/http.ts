@@ -4,7 +4,7 @@
  */
 
 import type { TokenSource } from "./token.js";
-import type { ActiveJobs, FetchLike, JobSnapshot } from "./types.js";
+import type { ActiveJobs, FetchLike, JobSnapshot, JsonValue } from "./types.js";
 
 /** A non-2xx answer of the gateway, or no answer at all (`status` 0). */
 export class HttpError extends Error {
@@ -32,6 +32,8 @@ export class HttpError extends Error {
 export interface RequestOptions {
   method?: "GET" | "POST";
   headers?: Record<string, string>;
+  /** A JSON body (sent with `Content-Type: application/json`). */
+  json?: unknown;
   signal?: AbortSignal;
 }
 
@@ -79,6 +81,12 @@ export class HttpApi {
     return { active: body.active ?? [], recent: body.recent ?? [] };
   }
 
+  /** `POST /exports`: create a job of `kind` and start it; 201 → its first snapshot. */
+  async create(kind: string, params: { [key: string]: JsonValue }): Promise<JobSnapshot> {
+    const response = await this.request("/exports", { method: "POST", json: { kind, params } });
+    return (await response.json()) as JobSnapshot;
+  }
+
   async cancel(id: string): Promise<JobSnapshot> {
     const response = await this.request(`${jobPath(id)}/cancel`, { method: "POST" });
     return (await response.json()) as JobSnapshot;
@@ -97,10 +105,16 @@ export class HttpApi {
   }
 
   private async send(path: string, token: string, options: RequestOptions): Promise<Response> {
-    const init: RequestInit = {
-      method: options.method ?? "GET",
-      headers: { ...options.headers, Authorization: `Bearer ${token}`, Accept: "application/json" },
+    const headers: Record<string, string> = {
+      ...options.headers,
+      Authorization: `Bearer ${token}`,
+      Accept: "application/json",
     };
+    const init: RequestInit = { method: options.method ?? "GET", headers };
+    if (options.json !== undefined) {
+      headers["Content-Type"] = "application/json";
+      init.body = JSON.stringify(options.json);
+    }
     if (options.signal) init.signal = options.signal;
     try {
       return await this.fetchImpl(this.url(path), init);

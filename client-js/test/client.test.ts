@@ -3,6 +3,7 @@
 import assert from "node:assert/strict";
 import { afterEach, beforeEach, test } from "node:test";
 import { ProgressClient } from "../src/client.js";
+import { HttpError } from "../src/http.js";
 import type { ProgressClientOptions } from "../src/options.js";
 import type { ErrorContext, JobSnapshot, StateContext } from "../src/types.js";
 import { FakeWebSocket, JOB_ID, fakeFetch, json, snapshot, type Route } from "./support/fakes.js";
@@ -347,4 +348,49 @@ test("in a browser: offline pauses reconnecting, online reconnects at once; clos
   client.close();
   assert.equal(browserWindow.listeners.get("online")?.size, 0);
   assert.equal(browserDocument.listeners.get("visibilitychange")?.size, 0);
+});
+
+test("create() posts the kind and params as JSON, returns the 201 snapshot and shows it to watchMine", async () => {
+  const bodies: Array<{ body: unknown; type: string | null; auth: string | null }> = [];
+  const { client } = makeClient(
+    { autoConnect: false },
+    {
+      "/exports": async (_url, init) => {
+        const headers = new Headers(init?.headers);
+        bodies.push({
+          body: JSON.parse(String(init?.body)),
+          type: headers.get("content-type"),
+          auth: headers.get("authorization"),
+        });
+        const params = (bodies.at(-1)?.body as { params: { steps?: number } }).params;
+        if (params.steps === 0) {
+          return json(422, { status: 422, code: "unprocessable", detail: "steps must be ≥ 1" });
+        }
+        return json(201, snapshot(2, { status: "queued", kind: "demo" }));
+      },
+    },
+  );
+  const mine: JobSnapshot[] = [];
+  client.watchMine((job) => mine.push(job));
+  const job = await client.create("demo", { steps: 3, fail_at_step: null });
+  assert.equal(job.status, "queued");
+  assert.deepEqual(bodies[0], {
+    body: { kind: "demo", params: { steps: 3, fail_at_step: null } },
+    type: "application/json",
+    auth: "Bearer t0",
+  });
+  assert.deepEqual(
+    mine.map((seen) => seen.seq),
+    [2],
+  );
+  assert.equal(client.latest(JOB_ID)?.seq, 2);
+
+  await assert.rejects(client.create("demo", { steps: 0 }), (error: unknown) => {
+    assert.ok(error instanceof HttpError);
+    assert.deepEqual(
+      [error.status, error.code, error.message, error.retryable],
+      [422, "unprocessable", "steps must be ≥ 1", false],
+    );
+    return true;
+  });
 });
