@@ -44,9 +44,15 @@ class Gateway:
     def verify(self, token: str) -> Claims:
         return verify_token(self.secret, token)
 
-    def origin_allowed(self, origin: str | None) -> bool:
-        """Browsers always send Origin on WebSocket upgrades; other clients may omit it."""
+    def origin_allowed(self, origin: str | None, host: str | None) -> bool:
+        """Browsers always send Origin on WebSocket upgrades; other clients may omit it.
+
+        A page served by the gateway itself (same host) is always allowed; any other origin
+        must be on the explicit allow-list, as for CORS.
+        """
         if origin is None:
+            return True
+        if host is not None and origin in (f"http://{host}", f"https://{host}"):
             return True
         allowed = self.settings.allowed_origins
         return "*" in allowed or origin in allowed

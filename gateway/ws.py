@@ -66,7 +66,7 @@ async def websocket_endpoint(scope: Scope, receive: Receive, send: Send) -> None
     if message["type"] != "websocket.connect":
         return
     origin = header(scope, b"origin")
-    if not gateway.origin_allowed(origin) or gateway.draining:
+    if not gateway.origin_allowed(origin, header(scope, b"host")) or gateway.draining:
         # Closing before accepting answers the upgrade with HTTP 403.
         logger.warning("WebSocket refused: origin %r not allowed or draining", origin)
         await send({"type": "websocket.close", "code": CloseCode.POLICY})

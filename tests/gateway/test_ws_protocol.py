@@ -105,6 +105,12 @@ async def test_origin_allow_list(strict_gateway: GatewayServer) -> None:
     allowed = await WsClient.connect(strict_gateway.ws_url, token_for("alice"), origin=GOOD_ORIGIN)
     await allowed.ready()
     await allowed.close()
+    # A page served by the gateway itself is same-origin: always allowed.
+    same_origin = await WsClient.connect(
+        strict_gateway.ws_url, token_for("alice"), origin=strict_gateway.url
+    )
+    await same_origin.ready()
+    await same_origin.close()
 
 
 async def test_connection_limit_per_owner_closes_4429(strict_gateway: GatewayServer) -> None:

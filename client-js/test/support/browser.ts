@@ -69,9 +69,8 @@ export class DemoGateway {
     }
     // A fixed secret, so the page's token stays valid across a restart of the gateway.
     env.GATEWAY_SECRET = SECRET;
-    // The page's own origin, for the WebSocket Origin check (the gateway does not yet treat a
-    // same-origin page as allowed; without this the page falls back to SSE).
-    env.GATEWAY_ALLOWED_ORIGINS = this.url;
+    // No GATEWAY_ALLOWED_ORIGINS: the page is served by the gateway itself, and a same-origin
+    // page must be allowed as it is (the WebSocket tests would fall back to SSE otherwise).
     return env;
   }
 
