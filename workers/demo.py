@@ -40,7 +40,8 @@ def run_demo(reporter: Reporter, params: DemoParams) -> dict[str, object] | None
             reporter.cancel(f"cancelled at step {step} of {params.steps}")
             return None
         began = time.monotonic()
-        chunk = generator.randbytes(CHUNK_BYTES)
+        # Random 16 KiB blocks repeated: data that compresses, like real media sidecars.
+        chunk = generator.randbytes(16 * 1024) * (CHUNK_BYTES // (16 * 1024))
         compressed = zlib.compress(chunk, 6)
         digest.update(compressed)
         bytes_in += len(chunk)
