@@ -2,7 +2,7 @@
 
 Every error response of the HTTP API goes through here, so each has the same body
 (``type``, ``title``, ``status``, ``detail``, ``code``), a log line with the route, owner and job,
-``Retry-After`` when retrying can help (store outage) and ``WWW-Authenticate`` on 401.
+``Retry-After`` when retrying can help (store or executor outage) and ``WWW-Authenticate`` on 401.
 """
 
 from __future__ import annotations
@@ -57,6 +57,8 @@ async def gateway_error(request: Request, exc: Exception) -> Response:
         detail = STORE_UNAVAILABLE_DETAIL
     elif exc.status_code >= 500:
         logger.error("%s %s owner=%s job=%s: %s: %s", *context, exc.message)
+        if exc.retryable:
+            headers["Retry-After"] = str(RETRY_AFTER_S)
     else:
         logger.info("%s %s owner=%s job=%s: %s: %s", *context, exc.message)
     if exc.status_code == 401:
