@@ -8,19 +8,23 @@
 -- ARGV[2]  channel the snapshot is published on: <prefix>:{<id>}
 -- ARGV[3]  retention of a terminal job, seconds
 -- ARGV[4]  history length bound (approximate trim)
--- ARGV[5…] the op's arguments:
+-- ARGV[5…] the op's arguments, then a change id as the last ARGV:
 --   create          id, owner, kind, params_json, executor or "", call_id or ""
 --   update          mask ("p", "s", "m" for the fields present), progress, stage, message
 --   succeed         result_json
 --   fail            code, message
 --   cancel          message
 --   attach_call     executor, call_id
+--   every op        …, change id (unique per call: a client's retry of the same call sends the
+--                   same id, and a change already in the recent history is not applied twice)
 -- Returns {"ok", snapshot_json, effect, now_ms}  effect: publish | write | none
 --      or {"err", code, status}                  code: not_found | job_exists | job_finished
 
 local job_key, history_key = KEYS[1], KEYS[2]
 local op, channel = ARGV[1], ARGV[2]
 local retention, history_max = tonumber(ARGV[3]), ARGV[4]
+local change_id = ARGV[#ARGV]
+local RECENT_CHANGES = 16
 
 local FIELDS = {'id', 'owner', 'kind', 'status', 'progress', 'stage', 'message', 'seq', 'attempt',
   'created_at', 'updated_at', 'heartbeat_at', 'executor', 'call_id', 'params', 'result', 'error',
@@ -120,6 +124,21 @@ for i, name in ipairs(FIELDS) do
   job[name] = values[i]
 end
 
+-- A retried call (the reply was lost, the client sent it again) finds its own change in the
+-- recent history and gets the current snapshot instead of applying the change twice. This runs
+-- before the terminal check: a retried succeed must not come back as job_finished.
+if op ~= 'heartbeat' and change_id ~= '' then
+  local recent = redis.call('XREVRANGE', history_key, '+', '-', 'COUNT', RECENT_CHANGES)
+  for _, entry in ipairs(recent) do
+    local fields = entry[2]
+    for i = 1, #fields, 2 do
+      if fields[i] == 'cid' and fields[i + 1] == change_id then
+        return {'ok', redis.call('HGET', job_key, 'snapshot'), 'none', tostring(now_ms)}
+      end
+    end
+  end
+end
+
 local changes = {}
 local function set(name, value)
   job[name] = value
@@ -186,7 +205,8 @@ if job.heartbeat_at == now then
 end
 local snap = snapshot(job)
 redis.call('HSET', job_key, 'snapshot', snap, unpack(changes))
-local entry = {'seq', job.seq, 'at', now, 'status', job.status, 'progress', job.progress}
+local entry = {'seq', job.seq, 'at', now, 'status', job.status, 'progress', job.progress,
+  'cid', change_id}
 if job.stage then
   entry[#entry + 1] = 'stage'
   entry[#entry + 1] = job.stage

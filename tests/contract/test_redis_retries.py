@@ -1,0 +1,56 @@
+"""Redis only: a change retried after a lost reply is applied at most once."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import redis.asyncio as aioredis
+
+from gateway.errors import StoreUnavailable
+from gateway.models import Create, Start, Update
+from gateway.store import StoreOptions
+from gateway.store.redis import RedisJobStore
+from tests.support.redis_server import RedisServer
+
+
+async def test_updates_survive_killed_connections_without_double_applying(
+    redis_server: RedisServer, store_options: StoreOptions
+) -> None:
+    store = RedisJobStore.from_url(redis_server.url, store_options)
+    killer = aioredis.Redis.from_url(redis_server.url)
+    job = await store.create(Create.build(owner="alice", kind="demo"))
+    start_seq = (await store.apply(job.id, Start())).seq
+    acknowledged = failed = 0
+    writing = True
+
+    async def write(worker: int) -> None:
+        nonlocal acknowledged, failed
+        for step in range(150):
+            try:
+                await store.apply(job.id, Update.build(progress=step / 2, message=f"{worker}"))
+            except StoreUnavailable:
+                failed += 1  # may or may not have been applied: the reply is what was lost
+            else:
+                acknowledged += 1
+
+    async def kill_connections() -> None:
+        while writing:
+            # Drop every other client connection mid-flight; redis-py reconnects and retries.
+            with contextlib.suppress(Exception):
+                await killer.execute_command("CLIENT", "KILL", "TYPE", "normal", "SKIPME", "yes")
+            await asyncio.sleep(0.005)
+
+    chaos = asyncio.create_task(kill_connections())
+    await asyncio.gather(*(write(worker) for worker in range(8)))
+    writing = False
+    await chaos
+    final = await store.get(job.id)
+    applied = final.seq - start_seq
+    assert acknowledged > 0
+    # Every acknowledged update is there, and nothing was applied twice.
+    assert acknowledged <= applied <= acknowledged + failed, (acknowledged, failed, applied)
+    history = [event.seq for event in await store.history(job.id)]
+    assert history == sorted(set(history))
+    await killer.aclose()
+    await store.aclose()
