@@ -16,7 +16,7 @@
 --   cancel          message
 --   attach_call     executor, call_id
 --   every op        …, change id (unique per call: a client's retry of the same call sends the
---                   same id, and a change already in the recent history is not applied twice)
+--                   same id; a change id among the job's last 16 is not applied twice)
 -- Returns {"ok", snapshot_json, effect, now_ms}  effect: publish | write | none
 --      or {"err", code, status}                  code: not_found | job_exists | job_finished
 
@@ -24,7 +24,7 @@ local job_key, history_key = KEYS[1], KEYS[2]
 local op, channel = ARGV[1], ARGV[2]
 local retention, history_max = tonumber(ARGV[3]), ARGV[4]
 local change_id = ARGV[#ARGV]
-local RECENT_CHANGES = 16
+local RECENT_IDS_BYTES = 32 * 16  -- the last 16 change ids (32 hex characters each)
 
 local FIELDS = {'id', 'owner', 'kind', 'status', 'progress', 'stage', 'message', 'seq', 'attempt',
   'created_at', 'updated_at', 'heartbeat_at', 'executor', 'call_id', 'params', 'result', 'error',
@@ -124,19 +124,12 @@ for i, name in ipairs(FIELDS) do
   job[name] = values[i]
 end
 
--- A retried call (the reply was lost, the client sent it again) finds its own change in the
--- recent history and gets the current snapshot instead of applying the change twice. This runs
--- before the terminal check: a retried succeed must not come back as job_finished.
-if op ~= 'heartbeat' and change_id ~= '' then
-  local recent = redis.call('XREVRANGE', history_key, '+', '-', 'COUNT', RECENT_CHANGES)
-  for _, entry in ipairs(recent) do
-    local fields = entry[2]
-    for i = 1, #fields, 2 do
-      if fields[i] == 'cid' and fields[i + 1] == change_id then
-        return {'ok', redis.call('HGET', job_key, 'snapshot'), 'none', tostring(now_ms)}
-      end
-    end
-  end
+-- A retried call (the reply was lost, the client sent it again) finds its own change id among
+-- the job's recent ones and gets the current snapshot instead of applying the change twice. This
+-- runs before the terminal check: a retried succeed must not come back as job_finished.
+local recent_ids = redis.call('HGET', job_key, 'cids') or ''
+if op ~= 'heartbeat' and string.find(recent_ids, change_id, 1, true) then
+  return {'ok', redis.call('HGET', job_key, 'snapshot'), 'none', tostring(now_ms)}
 end
 
 local changes = {}
@@ -200,13 +193,14 @@ end
 
 set('seq', tostring(tonumber(job.seq) + 1))
 set('updated_at', now)
+changes[#changes + 1] = 'cids'
+changes[#changes + 1] = string.sub(recent_ids .. change_id, -RECENT_IDS_BYTES)
 if job.heartbeat_at == now then
   set('heartbeat_ms', tostring(now_ms))
 end
 local snap = snapshot(job)
 redis.call('HSET', job_key, 'snapshot', snap, unpack(changes))
-local entry = {'seq', job.seq, 'at', now, 'status', job.status, 'progress', job.progress,
-  'cid', change_id}
+local entry = {'seq', job.seq, 'at', now, 'status', job.status, 'progress', job.progress}
 if job.stage then
   entry[#entry + 1] = 'stage'
   entry[#entry + 1] = job.stage
