@@ -47,6 +47,8 @@ from gateway.models import (
 from gateway.store.base import DEFAULT_OWNER_LIMIT, DEFAULT_RECENT_S, StoreOptions
 
 APPLY_LUA = resources.files("gateway.store").joinpath("lua/apply.lua").read_text("utf-8")
+MAX_CONNECTIONS = 64
+POOL_TIMEOUT_S = 5.0
 APPLY_SHA = hashlib.sha1(APPLY_LUA.encode("utf-8")).hexdigest()
 
 
@@ -144,6 +146,9 @@ class RedisKeys:
     def history(self, job_id: str) -> str:
         return f"{self.prefix}:{{{job_id}}}:history"
 
+    def changes(self, job_id: str) -> str:
+        return f"{self.prefix}:{{{job_id}}}:changes"
+
     def channel(self, job_id: str) -> str:
         return f"{self.prefix}:{{{job_id}}}"
 
@@ -193,15 +198,22 @@ class RedisJobStore:
 
     @classmethod
     def from_url(cls, url: str, options: StoreOptions | None = None) -> RedisJobStore:
-        client = aioredis.Redis.from_url(
+        # A blocking pool: with redis-py's default pool, the 101st concurrent command raises
+        # "Too many connections" instead of waiting, which a reconnect storm reaches at once.
+        pool = aioredis.BlockingConnectionPool.from_url(
             url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=POOL_TIMEOUT_S,
             retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
             socket_connect_timeout=2.0,
             socket_timeout=5.0,
             health_check_interval=30,
         )
-        return cls(client, options or StoreOptions())
+        return cls(
+            aioredis.Redis.from_pool(pool),
+            options or StoreOptions(),
+        )
 
     # -- writes --------------------------------------------------------------------------------
 
@@ -245,16 +257,16 @@ class RedisJobStore:
         return job
 
     async def _run(self, job_id: str, op: str, args: list[str]) -> tuple[bytes, str, float]:
-        keys = (self.keys.job(job_id), self.keys.history(job_id))
+        keys = (self.keys.job(job_id), self.keys.history(job_id), self.keys.changes(job_id))
         # The change id makes a retry of this very call (redis-py retries on connection errors,
         # after which the script may or may not have run) apply at most once.
         argv = [op, self.keys.channel(job_id), *self._static_args, *args, uuid.uuid4().hex]
         try:
-            reply = await self._batcher.evalsha(APPLY_SHA, 2, *keys, *argv)
+            reply = await self._batcher.evalsha(APPLY_SHA, 3, *keys, *argv)
         except NoScriptError:
             # A restarted or flushed Redis forgot the script: load it and go on.
             await self._redis.script_load(APPLY_LUA)
-            reply = await self._batcher.evalsha(APPLY_SHA, 2, *keys, *argv)
+            reply = await self._batcher.evalsha(APPLY_SHA, 3, *keys, *argv)
         if reply[0] == b"err":
             code, status = reply[1].decode(), reply[2].decode()
             if code == "not_found":

@@ -4,6 +4,7 @@
 --
 -- KEYS[1]  job hash        <prefix>:{<id>}:job
 -- KEYS[2]  history stream  <prefix>:{<id>}:history
+-- KEYS[3]  recent change ids, a sorted set scored by seq: <prefix>:{<id>}:changes
 -- ARGV[1]  op: create | start | update | heartbeat | succeed | fail | request_cancel | cancel | attach_call
 -- ARGV[2]  channel the snapshot is published on: <prefix>:{<id>}
 -- ARGV[3]  retention of a terminal job, seconds
@@ -16,15 +17,17 @@
 --   cancel          message
 --   attach_call     executor, call_id
 --   every op        …, change id (unique per call: a client's retry of the same call sends the
---                   same id; a change id among the job's last 16 is not applied twice)
+--                   same id; a change id among the job's last 512 is not applied twice)
 -- Returns {"ok", snapshot_json, effect, now_ms}  effect: publish | write | none
 --      or {"err", code, status}                  code: not_found | job_exists | job_finished
 
-local job_key, history_key = KEYS[1], KEYS[2]
+local job_key, history_key, changes_key = KEYS[1], KEYS[2], KEYS[3]
 local op, channel = ARGV[1], ARGV[2]
 local retention, history_max = tonumber(ARGV[3]), ARGV[4]
 local change_id = ARGV[#ARGV]
-local RECENT_IDS_BYTES = 32 * 16  -- the last 16 change ids (32 hex characters each)
+-- More than a whole replayed pipeline (redis-py retries a failed pipeline as a whole: up to 4
+-- batches of 32 in flight) plus concurrent writers: a replay always finds its ids.
+local RECENT_CHANGES = 512
 
 local FIELDS = {'id', 'owner', 'kind', 'status', 'progress', 'stage', 'message', 'seq', 'attempt',
   'created_at', 'updated_at', 'heartbeat_at', 'executor', 'call_id', 'params', 'result', 'error',
@@ -127,8 +130,7 @@ end
 -- A retried call (the reply was lost, the client sent it again) finds its own change id among
 -- the job's recent ones and gets the current snapshot instead of applying the change twice. This
 -- runs before the terminal check: a retried succeed must not come back as job_finished.
-local recent_ids = redis.call('HGET', job_key, 'cids') or ''
-if op ~= 'heartbeat' and string.find(recent_ids, change_id, 1, true) then
+if op ~= 'heartbeat' and redis.call('ZSCORE', changes_key, change_id) then
   return {'ok', redis.call('HGET', job_key, 'snapshot'), 'none', tostring(now_ms)}
 end
 
@@ -193,8 +195,6 @@ end
 
 set('seq', tostring(tonumber(job.seq) + 1))
 set('updated_at', now)
-changes[#changes + 1] = 'cids'
-changes[#changes + 1] = string.sub(recent_ids .. change_id, -RECENT_IDS_BYTES)
 if job.heartbeat_at == now then
   set('heartbeat_ms', tostring(now_ms))
 end
@@ -210,9 +210,12 @@ if job.message then
   entry[#entry + 1] = job.message
 end
 redis.call('XADD', history_key, 'MAXLEN', '~', history_max, '*', unpack(entry))
+redis.call('ZADD', changes_key, job.seq, change_id)
+redis.call('ZREMRANGEBYRANK', changes_key, 0, -(RECENT_CHANGES + 1))
 if TERMINAL[job.status] then
   redis.call('EXPIRE', job_key, retention)
   redis.call('EXPIRE', history_key, retention)
+  redis.call('EXPIRE', changes_key, retention)
 end
 redis.call('PUBLISH', channel, snap)
 return {'ok', snap, 'publish', tostring(now_ms)}
