@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import struct
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -33,7 +34,17 @@ TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 class Snapshot:
     """One job snapshot as published, shared by every connection that receives it."""
 
-    __slots__ = ("_sse", "_ws", "job_id", "owner", "raw", "seq", "terminal", "updated_at")
+    __slots__ = (
+        "_sse",
+        "_ws",
+        "_ws_bytes",
+        "job_id",
+        "owner",
+        "raw",
+        "seq",
+        "terminal",
+        "updated_at",
+    )
 
     def __init__(self, raw: str) -> None:
         fields = json.loads(raw)
@@ -44,6 +55,7 @@ class Snapshot:
         self.terminal: bool = fields["status"] in TERMINAL
         self.updated_at: str = fields["updated_at"]
         self._ws: str | None = None
+        self._ws_bytes: bytes | None = None
         self._sse: str | None = None
 
     @property
@@ -51,6 +63,21 @@ class Snapshot:
         if self._ws is None:
             self._ws = '{"op":"update","job":' + self.raw + "}"
         return self._ws
+
+    @property
+    def ws_bytes(self) -> bytes:
+        """The whole server WebSocket frame (text, FIN, unmasked): the same for every client."""
+        if self._ws_bytes is None:
+            payload = self.ws_frame.encode()
+            size = len(payload)
+            if size < 126:
+                header = bytes((0x81, size))
+            elif size < 1 << 16:
+                header = struct.pack("!BBH", 0x81, 126, size)
+            else:
+                header = struct.pack("!BBQ", 0x81, 127, size)
+            self._ws_bytes = header + payload
+        return self._ws_bytes
 
     @property
     def sse_frame(self) -> str:
@@ -198,8 +225,17 @@ class Hub:
         if not watchers or snapshot.seq <= self._latest.get(snapshot.job_id, 0):
             return
         self._latest[snapshot.job_id] = snapshot.seq
+        delivered = conflated = 0
+        job_id, seq = snapshot.job_id, snapshot.seq
         for outbox in watchers:
-            self._offer(outbox, snapshot)
+            outcome = outbox.offer_update(job_id, seq, snapshot)
+            if outcome >= 0:
+                delivered += 1
+                conflated += outcome
+        if delivered:
+            self._deliveries.inc(delivered)
+        if conflated:
+            self._conflated.inc(conflated)
         if snapshot.terminal:
             self._finished(snapshot.job_id)
         self._observe_latency(snapshot)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -26,10 +26,11 @@ class Outbox(Generic[T]):
         "_counter",
         "_max_controls",
         "_pending",
-        "_ready",
         "_seqs",
+        "_waiter",
         "_watching",
         "closed",
+        "notify",
     )
 
     def __init__(self, max_controls: int = 256) -> None:
@@ -39,8 +40,10 @@ class Outbox(Generic[T]):
         self._controls = 0
         self._max_controls = max_controls
         self._counter = itertools.count()
-        self._ready = asyncio.Event()
+        self._waiter: asyncio.Future[None] | None = None
         self.closed = False
+        # Called synchronously when the outbox goes from empty to non-empty (eager writers).
+        self.notify: Callable[[], None] | None = None
 
     # -- what the connection watches -----------------------------------------------------------
 
@@ -88,7 +91,7 @@ class Outbox(Generic[T]):
         self._seqs[job_id] = seq
         replaced = job_id in self._pending
         self._pending[job_id] = item
-        self._ready.set()
+        self._wake()
         return 1 if replaced else 0
 
     def offer_control(self, frame: str) -> None:
@@ -98,13 +101,29 @@ class Outbox(Generic[T]):
             raise OutboxOverflow(f"{self._controls} control frames are waiting to be sent")
         self._controls += 1
         self._pending[next(self._counter)] = frame
-        self._ready.set()
+        self._wake()
 
     async def take(self) -> list[T | str]:
         """Wait for pending items and take them all, in order."""
-        while not self._pending:
-            self._ready.clear()
-            await self._ready.wait()
+        while not self._pending and not self.closed:
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        items = list(self._pending.values())
+        self._pending.clear()
+        self._controls = 0
+        return items
+
+    def _wake(self) -> None:
+        if self.notify is not None and len(self._pending) == 1:
+            self.notify()
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def take_nowait(self) -> list[T | str]:
         items = list(self._pending.values())
         self._pending.clear()
         self._controls = 0
@@ -113,7 +132,7 @@ class Outbox(Generic[T]):
     def close(self) -> None:
         self.closed = True
         self._pending.clear()
-        self._ready.set()
+        self._wake()
 
     def __len__(self) -> int:
         return len(self._pending)

@@ -19,6 +19,8 @@ from starlette.applications import Starlette
 from gateway.app import create_app
 from gateway.gateway import Gateway
 from gateway.settings import Settings
+from gateway.ws import websocket_endpoint
+from gateway.wsproto import FrameWriterProtocol
 
 logger = logging.getLogger("gateway.server")
 
@@ -51,7 +53,7 @@ def uvicorn_config(app: Starlette, settings: Settings, log_level: str) -> uvicor
         host=settings.host,
         port=settings.port,
         # Deliberate: the sans-I/O websockets implementation honours transport flow control.
-        ws="websockets-sansio",
+        ws=FrameWriterProtocol,
         # Per-message deflate costs ~50 KiB and CPU per connection for ~300-byte frames.
         ws_per_message_deflate=False,
         ws_max_size=settings.max_frame_bytes,
@@ -68,7 +70,21 @@ def uvicorn_config(app: Starlette, settings: Settings, log_level: str) -> uvicor
     )
 
 
+class WebSocketFirst:
+    """``/ws`` straight to its endpoint: no Starlette wrapper around every frame sent."""
+
+    def __init__(self, app: Starlette) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] == "websocket" and scope["path"] == "/ws":
+            await websocket_endpoint(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def serve(settings: Settings, log_level: str = "info") -> None:
     app = create_app(settings)
-    server = DrainingServer(uvicorn_config(app, settings, log_level), app, settings.drain_s)
+    config = uvicorn_config(WebSocketFirst(app), settings, log_level)  # type: ignore[arg-type]
+    server = DrainingServer(config, app, settings.drain_s)
     server.run()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
@@ -36,6 +37,7 @@ from gateway.protocol import (
     ready_frame,
 )
 from gateway.protocol import Send as SendFrame
+from gateway.wsproto import EXTENSION
 
 logger = logging.getLogger("gateway.ws")
 
@@ -72,13 +74,20 @@ async def websocket_endpoint(scope: Scope, receive: Receive, send: Send) -> None
         await send({"type": "websocket.close", "code": CloseCode.POLICY})
         return
     await send({"type": "websocket.accept"})
-    connection = Connection(gateway, receive, send)
+    connection = Connection(gateway, receive, send, scope.get("extensions", {}).get(EXTENSION))
     await connection.run(token_from_scope(scope))
 
 
 class Connection:
-    def __init__(self, gateway: Gateway, receive: Receive, send: Send) -> None:
+    def __init__(
+        self,
+        gateway: Gateway,
+        receive: Receive,
+        send: Send,
+        write_frame: Callable[[bytes], bool] | None = None,
+    ) -> None:
         self.gateway = gateway
+        self._write_frame = write_frame
         self._receive = receive
         self._send = send
         self.protocol = ServerProtocol(gateway.limits, gateway.verify)
@@ -86,12 +95,14 @@ class Connection:
         self.owner: str | None = None
         self._closed = False
         self._counted = False
+        self._writer: asyncio.Task[None] | None = None
+        self._broken = False
+        self.outbox.notify = self._on_pending
 
     async def run(self, token: str | None) -> None:
         gateway = self.gateway
         gateway.metrics.connections.inc()
         gateway.closers[id(self)] = self.close
-        writer = asyncio.create_task(self._write(), name="pgw-ws-writer")
         try:
             if token is not None:
                 await self._perform(self.protocol.authenticate(token))
@@ -116,8 +127,10 @@ class Connection:
         finally:
             self._closed = True
             self.outbox.close()
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
+            writer = self._writer
+            if writer is not None:
+                writer.cancel()
+                await asyncio.gather(writer, return_exceptions=True)
             gateway.hub.drop(self.outbox, self.owner if self.protocol.watching_mine else None)
             gateway.closers.pop(id(self), None)
             gateway.metrics.connections.dec()
@@ -222,16 +235,34 @@ class Connection:
                 )
 
     # -- writer --------------------------------------------------------------------------------
+    # Snapshot frames are written eagerly: when the outbox receives its first pending item and no
+    # writer task runs, a snapshot's pre-encoded frame goes straight to the transport, in the
+    # caller's stack (the hub's fan-out loop). Anything else — a control frame, or a transport
+    # that pushes back (flow control) — hands the rest to a writer task, which awaits each send
+    # while the outbox conflates; eager writing resumes once the task has drained it.
 
-    async def _write(self) -> None:
-        send, outbox = self._send, self.outbox
-        while not outbox.closed:
-            items = await outbox.take()
-            for item in items:
-                frame = item if isinstance(item, str) else item.ws_frame
-                try:
-                    await send({"type": "websocket.send", "text": frame})
-                except (OSError, RuntimeError) as exc:
-                    # The client is gone; the receive loop sees the disconnect and cleans up.
-                    logger.debug("send to owner %s failed: %s", self.owner, exc)
-                    return
+    def _on_pending(self) -> None:
+        if self._writer is not None or self._broken or self.outbox.closed:
+            return
+        items = self.outbox.take_nowait()
+        write_frame = self._write_frame
+        for index, item in enumerate(items):
+            if write_frame is not None and not isinstance(item, str) and write_frame(item.ws_bytes):
+                continue
+            self._writer = asyncio.create_task(self._drain(items[index:]), name="pgw-ws-writer")
+            return
+
+    async def _drain(self, items: list[Snapshot | str]) -> None:
+        outbox = self.outbox
+        try:
+            while items:
+                for item in items:
+                    frame = item if isinstance(item, str) else item.ws_frame
+                    await self._send({"type": "websocket.send", "text": frame})
+                items = outbox.take_nowait() if not outbox.closed else []
+        except (OSError, RuntimeError) as exc:
+            # The client is gone; the receive loop sees the disconnect and cleans up.
+            self._broken = True
+            logger.debug("send to owner %s failed: %s", self.owner, exc)
+        finally:
+            self._writer = None
