@@ -1,8 +1,9 @@
 """``GET /ws``: moves frames between a socket and the sans-I/O protocol, runs timers and commands.
 
-Every connection runs a receive loop (a handler that only sends never notices a vanished client)
-and a writer task that drains the connection's conflating outbox, so a slow client never delays
-anyone else and its memory stays bounded.
+Every connection runs a receive loop (a handler that only sends never notices a vanished client).
+Snapshots are written to the socket as they come while it keeps up; when it pushes back, a writer
+task drains the connection's conflating outbox, so a slow client never delays anyone else and its
+memory stays bounded.
 """
 
 from __future__ import annotations
@@ -73,9 +74,11 @@ async def websocket_endpoint(scope: Scope, receive: Receive, send: Send) -> None
         logger.warning("WebSocket refused: origin %r not allowed or draining", origin)
         await send({"type": "websocket.close", "code": CloseCode.POLICY})
         return
+    # Read before accepting: the protocol drops the handshake's headers once it is accepted.
+    token = token_from_scope(scope)
     await send({"type": "websocket.accept"})
     connection = Connection(gateway, receive, send, scope.get("extensions", {}).get(EXTENSION))
-    await connection.run(token_from_scope(scope))
+    await connection.run(token)
 
 
 class Connection:

@@ -1,13 +1,21 @@
-"""uvicorn's sans-I/O WebSocket protocol plus one extension: writing a pre-encoded frame.
+"""uvicorn's sans-I/O WebSocket protocol, leaner per connection, plus one extension.
 
-A snapshot's server frame (unmasked, so identical for every client) is encoded once by the hub;
-``scope["extensions"]["pgw.write_frame"](frame)`` hands those bytes straight to the transport when
-the connection is open and not pushing back, and returns False otherwise (the caller then uses
-the ordinary ASGI send, which waits for the transport).
+The extension writes a pre-encoded frame: a snapshot's server frame (unmasked, so identical for
+every client) is encoded once by the hub; ``scope["extensions"]["pgw.write_frame"](frame)`` hands
+those bytes straight to the transport when the connection is open and not pushing back, and
+returns False otherwise (the caller then uses the ordinary ASGI send, which waits for the
+transport).
+
+Memory: an idle gateway holds tens of thousands of these, so what each keeps counts. uvicorn gives
+every connection an ``asyncio.Queue`` and an ``asyncio.Event`` (four ``deque`` blocks, ~3 KiB);
+here they are a list and a flag with lazily made waiters. The handshake's request, response and
+header lists are dropped once the connection is accepted (websockets' parser generator keeps the
+request alive, so its headers are emptied).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -16,7 +24,81 @@ from websockets.protocol import State
 EXTENSION = "pgw.write_frame"
 
 
+class ReceiveQueue:
+    """The part of ``asyncio.Queue`` uvicorn uses, for the one task that reads a connection."""
+
+    __slots__ = ("_items", "_waiter")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._waiter: asyncio.Future[None] | None = None
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def empty(self) -> bool:
+        return not self._items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+    async def get(self) -> Any:
+        while not self._items:
+            if self._waiter is not None:
+                raise RuntimeError("a WebSocket connection is read by one task at a time")
+            self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+        return self._items.pop(0)
+
+
+class WritableFlag:
+    """The part of ``asyncio.Event`` uvicorn uses for flow control; waiters only while paused."""
+
+    __slots__ = ("_set", "_waiters")
+
+    def __init__(self) -> None:
+        self._set = True
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._set = False
+
+    async def wait(self) -> None:
+        if self._set:
+            return
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if self._waiters is None:
+            self._waiters = []
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        finally:
+            if self._waiters is not None and waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+
 class FrameWriterProtocol(WebSocketsSansIOProtocol):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.queue = ReceiveQueue()  # type: ignore[assignment]
+        self.writable = WritableFlag()  # type: ignore[assignment]
+
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
@@ -26,9 +108,11 @@ class FrameWriterProtocol(WebSocketsSansIOProtocol):
     async def send(self, message: Any) -> None:
         await super().send(message)
         if self.handshake_complete and getattr(self, "response", None) is not None:
-            # The handshake is over: do not keep its request and response (and their header
-            # objects) for the lifetime of the connection.
+            # The handshake is over: keep neither its request and response nor header lists
+            # for the lifetime of the connection.
+            self.request.headers.clear()
             self.request = self.response = None  # type: ignore[assignment]
+            self.scope["headers"] = []
 
     def write_frame(self, frame: bytes) -> bool:
         if (
