@@ -1,7 +1,7 @@
 """Redis pub/sub broker: one subscriber connection per gateway process.
 
-The connection has no socket timeout (idle pub/sub is normal) and redis-py's own silent
-reconnect is off: this module reconnects itself with backoff, resubscribes every channel in
+The subscriber connection (``subscriber.py``) has no read timeout (idle pub/sub is normal) and
+no silent reconnect: this module reconnects it with backoff, resubscribes every channel in
 batches, and tells the hub to resync, because messages published during the gap are gone. A probe
 message published to a private channel every ``probe_s`` detects a connection that is up but no
 longer delivers (seen after failovers) and replaces it.
@@ -16,12 +16,11 @@ import uuid
 from collections.abc import Sequence
 
 import redis.asyncio as aioredis
-from redis.asyncio.client import PubSub
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff, NoBackoff
+from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
 from gateway.broker.base import ReconnectHandler, SnapshotHandler
+from gateway.broker.subscriber import Subscriber, SubscriberError
 from gateway.errors import StoreUnavailable
 from gateway.metrics import Metrics
 from gateway.store.redis import RedisKeys
@@ -30,9 +29,10 @@ logger = logging.getLogger("gateway.broker.redis")
 
 SUBSCRIBE_BATCH = 1000
 WATCH_TIMEOUT_S = 5.0
+CONNECT_TIMEOUT_S = 2.0
 
 
-class SilentSubscriber(Exception):
+class SilentSubscriber(SubscriberError):
     """The subscriber connection stopped delivering our own probe messages."""
 
 
@@ -43,12 +43,7 @@ class RedisBroker:
         self._keys = keys
         self._metrics = metrics
         self._probe_s = probe_s
-        self._client = aioredis.Redis.from_url(
-            url,
-            socket_timeout=None,
-            socket_connect_timeout=2.0,
-            retry=Retry(NoBackoff(), 0),
-        )
+        self._url = url
         self._publisher = aioredis.Redis.from_url(
             url, socket_timeout=2.0, socket_connect_timeout=2.0
         )
@@ -59,7 +54,7 @@ class RedisBroker:
         self._confirmed: set[bytes] = set()
         self._waiters: dict[bytes, asyncio.Future[None]] = {}
         self._commands: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
-        self._pubsub: PubSub | None = None
+        self._subscriber: Subscriber | None = None
         self._connected = False
         self._probe_outstanding: float | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -93,7 +88,6 @@ class RedisBroker:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._connected = False
-        await self._client.aclose()
         await self._publisher.aclose()
 
     # -- watching ------------------------------------------------------------------------------
@@ -151,15 +145,16 @@ class RedisBroker:
                     break
                 self._commands.get_nowait()
                 batch.append(next_channel)
-            pubsub = self._pubsub
-            if pubsub is None:
+            subscriber = self._subscriber
+            if subscriber is None:
                 continue  # the reconnect subscribes everything wanted
             try:
                 if kind == "subscribe":
-                    await pubsub.subscribe(*batch)
+                    subscriber.subscribe(batch)
                 else:
-                    await pubsub.unsubscribe(*batch)
-            except (RedisError, OSError) as exc:
+                    subscriber.unsubscribe(batch)
+                await subscriber.drain()
+            except (SubscriberError, OSError) as exc:
                 # The reader notices the broken connection and resubscribes what is wanted.
                 logger.warning("%s of %d channels failed: %s", kind, len(batch), exc)
 
@@ -169,58 +164,60 @@ class RedisBroker:
         failures = 0
         first = True
         while True:
-            pubsub = self._client.pubsub()
+            subscriber: Subscriber | None = None
             try:
-                await self._subscribe_all(pubsub)
+                subscriber = await Subscriber.connect(self._url, within_s=CONNECT_TIMEOUT_S)
+                await self._subscribe_all(subscriber)
                 failures = 0
                 if not first:
                     self._metrics.redis_reconnects.inc()
                     logger.info("Redis subscriber reconnected; resyncing watched jobs")
                 first = False
-                await self._read(pubsub)
-            except (RedisError, OSError, SilentSubscriber) as exc:
+                await self._read(subscriber)
+            except (SubscriberError, OSError, TimeoutError) as exc:
                 self._connected = False
-                self._pubsub = None
+                self._subscriber = None
                 self._confirmed.clear()
                 delay = self._backoff.compute(failures)
                 failures += 1
                 logger.warning("Redis subscriber lost (%s); reconnecting in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
             finally:
-                self._pubsub = None
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                self._subscriber = None
+                if subscriber is not None:
+                    subscriber.close()
+                    await subscriber.wait_closed()
 
-    async def _subscribe_all(self, pubsub: PubSub) -> None:
+    async def _subscribe_all(self, subscriber: Subscriber) -> None:
         # The probe channel goes last: Redis answers in order, so its confirmation means every
         # channel before it is live and a resync from then on misses nothing.
-        self._pubsub = pubsub  # from now on queued (un)subscriptions go to this connection
+        self._subscriber = subscriber  # from now on queued (un)subscriptions go to it
         self._probe_outstanding = None
         channels = [*self._wanted, self._probe_channel]
         for start in range(0, len(channels), SUBSCRIBE_BATCH):
-            await pubsub.subscribe(*channels[start : start + SUBSCRIBE_BATCH])
+            subscriber.subscribe(channels[start : start + SUBSCRIBE_BATCH])
+            await subscriber.drain()
 
-    async def _read(self, pubsub: PubSub) -> None:
+    async def _read(self, subscriber: Subscriber) -> None:
         on_snapshot, on_created = self._on_snapshot, self._on_created
         assert on_snapshot is not None and on_created is not None
         owner_prefix, probe = self._owner_prefix, self._probe_channel
         while True:
-            message = await pubsub.get_message(timeout=self._probe_s)
-            if message is None:
-                self._check_probe()
-                continue
-            kind = message["type"]
-            channel: bytes = message["channel"]
-            if kind == "message":
-                data: bytes = message["data"]
-                if channel == probe:
-                    self._probe_outstanding = None
-                elif channel.startswith(owner_prefix):
-                    on_created(data.decode())
-                else:
-                    on_snapshot(data.decode())
-            elif kind == "subscribe":
-                self._confirm(channel)
-            self._check_probe()
+            for reply in await subscriber.read():
+                if not isinstance(reply, list) or len(reply) != 3:
+                    # An error reply (e.g. a channel the ACL denies): nothing else is expected.
+                    logger.error("unexpected reply on the subscriber connection: %r", reply)
+                    continue
+                kind, channel, data = reply
+                if kind == b"message":
+                    if channel == probe:
+                        self._probe_outstanding = None
+                    elif channel.startswith(owner_prefix):
+                        on_created(data.decode())
+                    else:
+                        on_snapshot(data.decode())
+                elif kind == b"subscribe":
+                    self._confirm(channel)
 
     def _confirm(self, channel: bytes) -> None:
         if channel == self._probe_channel:
@@ -251,15 +248,21 @@ class RedisBroker:
         task.add_done_callback(self._tasks.remove)
 
     def _check_probe(self) -> None:
-        sent = self._probe_outstanding
-        if sent is not None and time.monotonic() - sent > 3 * self._probe_s:
-            raise SilentSubscriber(
+        """Abandon a connection that is up but has not delivered our own probe for 3 rounds."""
+        sent, subscriber = self._probe_outstanding, self._subscriber
+        if sent is None or subscriber is None or time.monotonic() - sent <= 3 * self._probe_s:
+            return
+        self._probe_outstanding = None
+        subscriber.fail(
+            SilentSubscriber(
                 f"no probe message received for {time.monotonic() - sent:.1f}s on a live connection"
             )
+        )
 
     async def _probe(self) -> None:
         while True:
             await asyncio.sleep(self._probe_s)
+            self._check_probe()
             if not self._connected:
                 continue
             try:

@@ -62,9 +62,9 @@ async def test_a_connected_but_silent_subscriber_is_replaced(
     resyncs_before = len(resyncs)
     # Make the live connection deaf to its own probes, as after a failover gone wrong: the
     # socket stays up, nothing arrives on it.
-    pubsub = broker._pubsub
-    assert pubsub is not None
-    await pubsub.unsubscribe(broker._probe_channel)
+    subscriber = broker._subscriber
+    assert subscriber is not None
+    subscriber.unsubscribe([broker._probe_channel])
 
     async def replaced() -> bool:
         return metrics.redis_reconnects._value.get() >= 1 and broker.connected

@@ -41,7 +41,14 @@ def wait_until(condition: object, timeout: float, what: str, interval: float = 0
 class RedisServer:
     """Starts, SIGKILLs and restarts one redis-server on a free port and a private directory."""
 
-    def __init__(self, directory: Path, *, appendonly: bool = False) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        appendonly: bool = False,
+        password: str | None = None,
+        unix_socket: Path | None = None,
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError(
@@ -50,6 +57,8 @@ class RedisServer:
         self.binary = binary
         self.directory = directory
         self.appendonly = appendonly
+        self.password = password
+        self.unix_socket = unix_socket
         self.port = free_port()
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -78,8 +87,12 @@ class RedisServer:
             args += ["--appendonly", "yes", "--appendfsync", "always"]
         else:
             args += ["--appendonly", "no"]
+        if self.password is not None:
+            args += ["--requirepass", self.password]
+        if self.unix_socket is not None:
+            args += ["--unixsocket", str(self.unix_socket), "--unixsocketperm", "700"]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+        client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.5)
         try:
             wait_until(lambda: client.ping(), 15.0, f"redis-server on port {self.port}")
         finally:
