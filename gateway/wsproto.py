@@ -10,12 +10,13 @@ Memory: an idle gateway holds tens of thousands of these, so what each keeps cou
 every connection an ``asyncio.Queue`` and an ``asyncio.Event`` (four ``deque`` blocks, ~3 KiB);
 here they are a list and a flag with lazily made waiters. The handshake's request, response and
 header lists are dropped once the connection is accepted (websockets' parser generator keeps the
-request alive, so its headers are emptied).
+request alive, so its headers are emptied). Server pings start at a random phase.
 """
 
 from __future__ import annotations
 
 import asyncio
+import random
 from typing import Any
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -98,6 +99,18 @@ class FrameWriterProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self.queue = ReceiveQueue()  # type: ignore[assignment]
         self.writable = WritableFlag()  # type: ignore[assignment]
+
+    def start_keepalive(self) -> None:
+        """First ping at a random point in the second half of the interval, not at exactly one.
+
+        Connections opened together (a deploy, a reconnect storm) would otherwise ping together
+        every interval forever: thousands of pings and pongs in one burst that every delivery
+        queues behind. The next pings keep this phase (uvicorn schedules each after the pong).
+        """
+        interval = self.ping_interval
+        if interval is not None and interval > 0:
+            delay = interval * random.uniform(0.5, 1.0)
+            self.ping_timer = self.loop.call_later(delay, self.send_keepalive_ping)
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)

@@ -22,7 +22,7 @@
 "use strict";
 
 const readline = require("node:readline");
-const { performance } = require("node:perf_hooks");
+const { performance, PerformanceObserver } = require("node:perf_hooks");
 const WebSocket = require("ws");
 
 // -- clock ---------------------------------------------------------------------------------------
@@ -92,6 +92,19 @@ let clients = [];
 let recording = false;
 let latency = new Histogram();
 let timeline = new Map();
+// The load generator's own GC pauses (ms) per 100 ms slot: a pause delays every receive
+// timestamp behind it, so a latency spike that lines up with one is the instrument's, not the
+// server's.
+let gcPauses = new Map();
+let gcTotalMs = 0;
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) {
+    const endNs = CLOCK_OFFSET_NS + (entry.startTime + entry.duration) * 1e6;
+    const slot = Math.floor(endNs / 1e8);
+    gcPauses.set(slot, (gcPauses.get(slot) || 0) + entry.duration);
+    gcTotalMs += entry.duration;
+  }
+}).observe({ entryTypes: ["gc"] });
 let samples = new Map(); // 100 ms slot -> latencies (µs), when asked to keep them
 let keepSamples = false;
 let updates = 0;
@@ -327,6 +340,8 @@ function stats() {
     subscribe_retries: subscribeRetries,
     latency_us: latency.toJSON(),
     worst_per_100ms: Object.fromEntries(timeline),
+    gc_ms_per_100ms: Object.fromEntries(gcPauses),
+    gc_total_ms: gcTotalMs,
     samples_per_100ms: keepSamples ? Object.fromEntries(samples) : undefined,
     failures,
   });
@@ -335,6 +350,8 @@ function stats() {
 function reset(cmd) {
   latency = new Histogram();
   timeline = new Map();
+  gcPauses = new Map();
+  gcTotalMs = 0;
   samples = new Map();
   keepSamples = Boolean(cmd && cmd.samples);
   updates = 0;
