@@ -4,8 +4,9 @@ Each published snapshot is decoded once and turned into one shared ``Snapshot``;
 transport is encoded once, on first use, however many connections receive it. Channels are
 subscribed with reference counts: the first watcher of a job subscribes, the last one leaving
 unsubscribes. Subscribing is race-free (subscribe first, then read the stored snapshot), and the
-hub assumes pub/sub loses messages: after every broker reconnect, and every ``resync_s``, it
-compares the ``seq`` of watched jobs with the store and delivers what is missing.
+hub assumes pub/sub loses messages: after every broker reconnect (all watched jobs), and every
+``resync_s`` (a tenth of them every tenth of it), it compares the ``seq`` of watched jobs with the
+store and delivers what is missing.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ from gateway.tasks import TaskGroup
 logger = logging.getLogger("gateway.hub")
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+# The periodic resync reads one slice of the watched jobs per tick, so each job is checked once
+# every ``resync_s`` and no tick holds the event loop for a read of every watched job at once.
+RESYNC_SLICES = 10
 
 
 class Snapshot:
@@ -109,6 +113,8 @@ class Hub:
         self.metrics = metrics
         self.resync_s = resync_s
         self._watchers: dict[str, set[Outbox[Snapshot]]] = {}
+        # Watched job ids by resync slice (``hash(id) % RESYNC_SLICES``).
+        self._slices: list[set[str]] = [set() for _ in range(RESYNC_SLICES)]
         self._owner_watchers: dict[str, set[Outbox[Snapshot]]] = {}
         self._latest: dict[str, int] = {}
         self._tasks = TaskGroup(logger, "hub")
@@ -180,8 +186,7 @@ class Hub:
             outbox.forget(job_id)
             self.metrics.subscriptions.dec()
             if not watchers:
-                del self._watchers[job_id]
-                self._latest.pop(job_id, None)
+                self._forget(job_id)
                 gone.append(job_id)
         if gone:
             self.metrics.channels.set(len(self._watchers))
@@ -287,8 +292,7 @@ class Hub:
         outbox.untrack(job_id)  # keeps the pending terminal frame
         self.metrics.subscriptions.dec()
         if not watchers:
-            del self._watchers[job_id]
-            self._latest.pop(job_id, None)
+            self._forget(job_id)
             self.metrics.channels.set(len(self._watchers))
             self.broker.unwatch_jobs([job_id])
 
@@ -301,9 +305,12 @@ class Hub:
 
     # -- resync ----------------------------------------------------------------------------------
 
-    async def resync(self) -> None:
-        """Deliver every watched job whose stored ``seq`` is newer than what we fanned out."""
-        ids = list(self._watchers)
+    async def resync(self, job_ids: Iterable[str] | None = None) -> None:
+        """Deliver watched jobs (all, or these) whose stored ``seq`` is newer than we fanned out."""
+        if job_ids is None:
+            ids = list(self._watchers)
+        else:
+            ids = [job_id for job_id in job_ids if job_id in self._watchers]
         if not ids:
             return
         seqs = await self.store.seqs(ids)
@@ -335,13 +342,18 @@ class Hub:
                 logger.info("resync delivered job %s seq %d", snapshot.job_id, snapshot.seq)
 
     async def _resync_loop(self) -> None:
+        tick = 0
         while True:
-            await asyncio.sleep(self.resync_s)
+            await asyncio.sleep(self.resync_s / RESYNC_SLICES)
+            tick = (tick + 1) % RESYNC_SLICES
             try:
-                await self.resync()
+                await self.resync(list(self._slices[tick]))
             except GatewayError as exc:
                 logger.warning(
-                    "anti-entropy resync failed, retrying in %.1fs: %s", self.resync_s, exc
+                    "anti-entropy resync of slice %d failed, retrying in %.1fs: %s",
+                    tick,
+                    self.resync_s,
+                    exc,
                 )
 
     # -- bookkeeping -----------------------------------------------------------------------------
@@ -351,11 +363,18 @@ class Hub:
             watchers = self._watchers.get(job_id)
             if watchers is None:
                 watchers = self._watchers[job_id] = set()
+                self._slices[hash(job_id) % RESYNC_SLICES].add(job_id)
             if outbox not in watchers:
                 watchers.add(outbox)
                 outbox.track(job_id)
                 self.metrics.subscriptions.inc()
         self.metrics.channels.set(len(self._watchers))
+
+    def _forget(self, job_id: str) -> None:
+        """The last watcher of ``job_id`` is gone."""
+        del self._watchers[job_id]
+        self._latest.pop(job_id, None)
+        self._slices[hash(job_id) % RESYNC_SLICES].discard(job_id)
 
 
 def _not_found(job_id: str) -> GatewayError:
