@@ -254,9 +254,7 @@ class RedisBroker:
             return
         self._probe_outstanding = None
         subscriber.fail(
-            SilentSubscriber(
-                f"no probe message received for {time.monotonic() - sent:.1f}s on a live connection"
-            )
+            SilentSubscriber(f"no probe message received for {time.monotonic() - sent:.1f}s")
         )
 
     async def _probe(self) -> None:
@@ -265,12 +263,14 @@ class RedisBroker:
             self._check_probe()
             if not self._connected:
                 continue
+            if self._probe_outstanding is None:
+                self._probe_outstanding = time.monotonic()
             try:
                 receivers = await self._publisher.publish(self._probe_channel, b"probe")
             except (RedisError, OSError) as exc:
-                logger.debug("probe publish failed: %s", exc)
+                # Counts as a missed probe: a subscriber whose server is unreachable without a
+                # reset (a partition) would otherwise wait on its socket for hours.
+                logger.warning("probe publish failed: %s", exc)
                 continue
-            if self._probe_outstanding is None:
-                self._probe_outstanding = time.monotonic()
             if receivers == 0:
                 logger.warning("probe reached no subscriber: the subscription was lost")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
+import redis
 
 from gateway.broker.redis import RedisBroker
 from gateway.metrics import Metrics
@@ -73,3 +75,41 @@ async def test_a_connected_but_silent_subscriber_is_replaced(
     assert len(resyncs) > resyncs_before  # a resync follows every resubscription
     await store.apply(job.id, Update.build(progress=50))
     await eventually(lambda: _true(any('"seq":2' in raw for raw in received)), 5, "delivery")
+
+
+async def test_a_server_that_stops_answering_gets_the_subscriber_replaced(
+    tmp_path: Path, store_options: StoreOptions
+) -> None:
+    # CLIENT PAUSE stands for a partition: sockets stay open, nothing is answered, the probe
+    # publish itself times out. The subscriber must not wait on its socket forever.
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    store = RedisJobStore.from_url(server.url, store_options)
+    metrics = Metrics()
+    broker = RedisBroker(server.url, store.keys, metrics, probe_s=0.2)
+    received: list[str] = []
+
+    async def on_reconnect() -> None:
+        return None
+
+    try:
+        await broker.start(received.append, received.append, on_reconnect)
+        await eventually(lambda: _true(broker.connected), 10, "the subscriber to connect")
+        job = await store.create(Create.build(owner="alice", kind="demo"))
+        await broker.watch_jobs([job.id])
+        admin = redis.Redis.from_url(server.url)
+        try:
+            admin.execute_command("CLIENT", "PAUSE", "3000", "ALL")
+        finally:
+            admin.close()
+
+        async def replaced() -> bool:
+            return metrics.redis_reconnects._value.get() >= 1 and broker.connected
+
+        await eventually(replaced, 20, "the subscriber to be replaced after the pause")
+        await store.apply(job.id, Update.build(progress=50))
+        await eventually(lambda: _true(any('"seq":2' in raw for raw in received)), 5, "delivery")
+    finally:
+        await broker.aclose()
+        await store.aclose()
+        server.stop()
