@@ -1185,11 +1185,13 @@ class Bench:
             self.reset(samples=True)
             time.sleep(a.lat_warmup_s)
             self.reset(samples=True)
+            metrics_before = self.gateway.metrics()
             meter = Meter(self.pids()).start()
             with Sampler(self.pids()) as sampler:
                 time.sleep(a.lat_s)
             updates, nbytes, latency, totals = self.collect()
             meter.stop()
+            gateway_view = publish_to_send(metrics_before, self.gateway.metrics())
             ran = publisher.expect("ran", a.lat_s + 120)
         summary = latency.summary_ms()
         expected = ran["rate"] * clients / jobs
@@ -1216,6 +1218,10 @@ class Bench:
             "stalls": stalls(self.worst_per_100ms, sampler.foreign),
             "undisturbed": undisturbed(self.samples_per_100ms, sampler.foreign, a.quiet_share),
             "foreign_per_100ms": sampler.foreign,
+            # The gateway's own histogram (snapshot's updated_at → frame handed to the socket),
+            # per publish: a tail here is the gateway's (or before it); a tail only in the
+            # clients' figures happened after the gateway wrote the frame.
+            "gateway_publish_to_send": gateway_view,
             "worst_us_per_100ms": [
                 round(self.worst_per_100ms[k]) for k in sorted(self.worst_per_100ms)
             ],
@@ -1384,6 +1390,25 @@ def undisturbed(
         "p999_ms": pick(0.999),
         "max_ms": kept[-1] / 1000 if kept else None,
     }
+
+
+def publish_to_send(before: dict[str, float], after: dict[str, float]) -> Json:
+    """Share of publishes over each bound of the gateway's publish→send histogram in a window."""
+    prefix = 'pgw_publish_to_send_seconds_bucket{le="'
+    cumulative = {
+        name[len(prefix) : -2]: after[name] - before.get(name, 0.0)
+        for name in after
+        if name.startswith(prefix)
+    }
+    total = cumulative.get("+Inf", 0.0)
+    if not total:
+        return {}
+    over = {
+        f"over_{float(bound) * 1000:g}ms": round(1 - count / total, 5)
+        for bound, count in cumulative.items()
+        if bound != "+Inf" and float(bound) >= 0.0025
+    }
+    return {"publishes": int(total), **over}
 
 
 def stalls(
