@@ -9,6 +9,7 @@ an expired token says exactly ``token expired`` so clients know to refresh rathe
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -45,8 +46,13 @@ class Claims:
     exp: int
 
 
+@functools.lru_cache(maxsize=8)
 def check_secret(secret: str) -> bytes:
-    """Reject secrets PyJWT would only warn about (short) or refuse (PEM/JWK-shaped keys)."""
+    """Reject secrets PyJWT would only warn about (short) or refuse (PEM/JWK-shaped keys).
+
+    Cached: every token verification needs the checked key, and checking it scans the key for
+    PEM/SSH shapes (a few percent of a WebSocket connect). A refused secret raises every time.
+    """
     key = secret.encode("utf-8")
     if len(key) < MIN_SECRET_BYTES:
         raise BadRequest(

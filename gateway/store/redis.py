@@ -63,17 +63,18 @@ def map_redis_errors(op: str, job_id: str | None = None) -> Iterator[None]:
         raise StoreUnavailable(f"Redis failed during {op}: {exc}", job_id=job_id) from exc
 
 
-class EvalshaBatcher:
-    """Coalesces the EVALSHAs of concurrent callers into pipelines (auto-pipelining).
+class CommandBatcher:
+    """Coalesces the commands of concurrent callers into pipelines (auto-pipelining).
 
     redis-py spends ~45 µs of client CPU per command (pool checkout, retry wrapper, timeouts,
     packing, one send and one read per command); a pipeline pays most of that once per batch.
     Callers queue their command and await a future; a drain task sends what is queued as one
     ``transaction=False`` pipeline. Up to ``max_inflight`` pipelines (pooled connections) run at
     once, each of at most ``max_batch`` commands, so the client packs the next batch while Redis
-    runs the previous one. Each command is still its own atomic script with its own reply or
-    error; only the transport is shared. A caller that finds nothing else in flight sends its
-    command directly, so a lone caller pays nothing for the batching.
+    runs the previous one. Each command (an ``apply`` script, a subscriber's snapshot read) is
+    still atomic, with its own reply or error; only the transport is shared. A caller that finds
+    nothing else in flight sends its command directly, so a lone caller pays nothing for the
+    batching.
     """
 
     def __init__(
@@ -86,11 +87,12 @@ class EvalshaBatcher:
         self._drains: set[asyncio.Task[None]] = set()  # strong refs: the loop keeps weak ones
         self._direct = False  # a lone command is in flight outside any batch
 
-    async def evalsha(self, *args: str | int) -> Any:
+    async def execute(self, *args: str | int) -> Any:
+        """One command (name first) and its reply, sent alone or in the next pipeline."""
         if not self._direct and not self._drains:
             self._direct = True
             try:
-                return await self._client.evalsha(*args)  # type: ignore[arg-type]
+                return await self._client.execute_command(*args)  # type: ignore[no-untyped-call]
             finally:
                 self._direct = False
         loop = asyncio.get_running_loop()
@@ -113,7 +115,7 @@ class EvalshaBatcher:
             try:
                 async with self._client.pipeline(transaction=False) as pipe:
                     for args, _ in batch:
-                        pipe.execute_command("EVALSHA", *args)
+                        pipe.execute_command(*args)
                     replies = await pipe.execute(raise_on_error=False)
             except Exception as exc:  # noqa: BLE001 - every caller of the batch gets it
                 for _, future in batch:
@@ -194,7 +196,7 @@ class RedisJobStore:
         self._options = options
         self.keys = RedisKeys(options.prefix)
         self._static_args = [str(options.retention_s), str(options.history_maxlen)]
-        self._batcher = EvalshaBatcher(client)
+        self._batcher = CommandBatcher(client)
 
     @classmethod
     def from_url(cls, url: str, options: StoreOptions | None = None) -> RedisJobStore:
@@ -262,11 +264,11 @@ class RedisJobStore:
         # after which the script may or may not have run) apply at most once.
         argv = [op, self.keys.channel(job_id), *self._static_args, *args, uuid.uuid4().hex]
         try:
-            reply = await self._batcher.evalsha(APPLY_SHA, 3, *keys, *argv)
+            reply = await self._batcher.execute("EVALSHA", APPLY_SHA, 3, *keys, *argv)
         except NoScriptError:
             # A restarted or flushed Redis forgot the script: load it and go on.
             await self._redis.script_load(APPLY_LUA)
-            reply = await self._batcher.evalsha(APPLY_SHA, 3, *keys, *argv)
+            reply = await self._batcher.execute("EVALSHA", APPLY_SHA, 3, *keys, *argv)
         if reply[0] == b"err":
             code, status = reply[1].decode(), reply[2].decode()
             if code == "not_found":
@@ -376,10 +378,15 @@ class RedisJobStore:
         if not job_ids:
             return []
         with map_redis_errors("snapshots"):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                for job_id in job_ids:
-                    pipe.hget(self.keys.job(job_id), "snapshot")
-                raws = await pipe.execute()
+            if len(job_ids) == 1:
+                # A subscribe's read: batched with the other connections' of this moment (a
+                # reconnect storm sends thousands at once).
+                raws = [await self._batcher.execute("HGET", self.keys.job(job_ids[0]), "snapshot")]
+            else:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for job_id in job_ids:
+                        pipe.hget(self.keys.job(job_id), "snapshot")
+                    raws = await pipe.execute()
         return [None if raw is None else raw.decode() for raw in raws]
 
     async def seqs(self, job_ids: Sequence[str]) -> list[int | None]:
