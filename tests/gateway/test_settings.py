@@ -99,6 +99,8 @@ def test_secret_and_redis_password_stay_out_of_repr(monkeypatch: pytest.MonkeyPa
         ("GATEWAY_KEY_PREFIX", "has space"),
         ("GATEWAY_REDIS_URL", "http://cache:6379"),
         ("REDIS_URL", "cache:6379"),
+        ("GATEWAY_REDIS_URL", "rediss://cache:6380/0?ssl_cert_reqs=sometimes"),
+        ("GATEWAY_REDIS_URL", "rediss://cache:6380/0?ssl_ca_certs=/nonexistent/redis-ca.pem"),
         ("GATEWAY_SECRET", "x" * 31),
     ],
 )
@@ -109,6 +111,14 @@ def test_out_of_range_values_are_refused(
     with pytest.raises(ValidationError) as info:
         Settings()
     assert len(info.value.errors()) == 1
+
+
+def test_valid_tls_options_are_accepted(tmp_path: Path) -> None:
+    ca = tmp_path / "redis-ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    for mode in ("required", "Optional", "none"):
+        url = f"rediss://cache:6380/0?ssl_ca_certs={ca}&ssl_cert_reqs={mode}"
+        assert Settings(redis_url=url).redis_url == url
 
 
 def test_boundaries_are_accepted() -> None:

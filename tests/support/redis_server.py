@@ -12,6 +12,8 @@ from pathlib import Path
 
 import redis
 
+from tests.support.tls import TlsFiles
+
 
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
@@ -48,6 +50,7 @@ class RedisServer:
         appendonly: bool = False,
         password: str | None = None,
         unix_socket: Path | None = None,
+        tls: TlsFiles | None = None,
     ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
@@ -59,12 +62,21 @@ class RedisServer:
         self.appendonly = appendonly
         self.password = password
         self.unix_socket = unix_socket
+        self.tls = tls
         self.port = free_port()
+        self.tls_port = free_port() if tls is not None else None
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
+
+    def tls_url(self, **query: str) -> str:
+        """``rediss://`` on the TLS port, with ``query`` as the URL's options."""
+        if self.tls_port is None:
+            raise RuntimeError("this redis-server was started without TLS")
+        options = "&".join(f"{name}={value}" for name, value in query.items())
+        return f"rediss://127.0.0.1:{self.tls_port}/0" + (f"?{options}" if options else "")
 
     def start(self) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -91,6 +103,19 @@ class RedisServer:
             args += ["--requirepass", self.password]
         if self.unix_socket is not None:
             args += ["--unixsocket", str(self.unix_socket), "--unixsocketperm", "700"]
+        if self.tls is not None:
+            args += [
+                "--tls-port",
+                str(self.tls_port),
+                "--tls-cert-file",
+                str(self.tls.server_cert),
+                "--tls-key-file",
+                str(self.tls.server_key),
+                "--tls-ca-cert-file",
+                str(self.tls.ca_cert),
+                "--tls-auth-clients",
+                "no",
+            ]
         self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         client = redis.Redis(port=self.port, password=self.password, socket_connect_timeout=0.5)
         try:
