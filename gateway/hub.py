@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from gateway.broker.base import Broker
+from gateway.broker.base import Broker, MalformedMessage
 from gateway.errors import Forbidden, GatewayError, JobNotFound
 from gateway.metrics import Metrics
 from gateway.outbox import Outbox
@@ -51,13 +51,28 @@ class Snapshot:
     )
 
     def __init__(self, raw: str) -> None:
-        fields = json.loads(raw)
+        try:
+            fields = json.loads(raw)
+        except ValueError as exc:
+            raise MalformedMessage(f"not JSON: {exc}") from None
+        if not isinstance(fields, dict):
+            raise MalformedMessage(f"not a JSON object but {type(fields).__name__}")
+        job_id, owner, seq = fields.get("id"), fields.get("owner"), fields.get("seq")
+        status, updated_at = fields.get("status"), fields.get("updated_at")
+        if not (
+            isinstance(job_id, str)
+            and isinstance(owner, str)
+            and type(seq) is int
+            and isinstance(status, str)
+            and isinstance(updated_at, str)
+        ):
+            raise MalformedMessage("id, owner, status, updated_at (strings) and seq (int) needed")
         self.raw = raw
-        self.job_id: str = fields["id"]
-        self.owner: str = fields["owner"]
-        self.seq: int = fields["seq"]
-        self.terminal: bool = fields["status"] in TERMINAL
-        self.updated_at: str = fields["updated_at"]
+        self.job_id: str = job_id
+        self.owner: str = owner
+        self.seq: int = seq
+        self.terminal: bool = status in TERMINAL
+        self.updated_at: str = updated_at
         self._ws: str | None = None
         self._ws_bytes: bytes | None = None
         self._sse: str | None = None

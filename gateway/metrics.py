@@ -31,6 +31,11 @@ class Metrics:
         self.redis_reconnects = Counter(
             "pgw_redis_reconnects", "Subscriber connections re-established", registry=r
         )
+        self.malformed_messages = Counter(
+            "pgw_malformed_messages",
+            "Published messages dropped because they are not job snapshots",
+            registry=r,
+        )
         self.resync_repairs = Counter(
             "pgw_resync_repairs",
             "Snapshots delivered by a resync because pub/sub did not deliver them",

@@ -6,6 +6,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Protocol
 
 SnapshotHandler = Callable[[str], None]
+
+
+class MalformedMessage(ValueError):
+    """A handler got a message that is not a snapshot: the broker drops, logs and counts it.
+
+    Anyone who can publish on the prefix can put anything on a job channel (a buggy worker,
+    another application sharing the Redis); one bad message must not stop every delivery.
+    """
+
+
 ReconnectHandler = Callable[[], Awaitable[None]]
 
 

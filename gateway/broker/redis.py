@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
-from gateway.broker.base import ReconnectHandler, SnapshotHandler
+from gateway.broker.base import MalformedMessage, ReconnectHandler, SnapshotHandler
 from gateway.broker.subscriber import Subscriber, SubscriberError
 from gateway.errors import StoreUnavailable
 from gateway.metrics import Metrics
@@ -175,18 +175,30 @@ class RedisBroker:
                 first = False
                 await self._read(subscriber)
             except (SubscriberError, OSError, TimeoutError) as exc:
-                self._connected = False
-                self._subscriber = None
-                self._confirmed.clear()
-                delay = self._backoff.compute(failures)
+                delay = self._lost(failures)
                 failures += 1
                 logger.warning("Redis subscriber lost (%s); reconnecting in %.2fs", exc, delay)
+                await asyncio.sleep(delay)
+            except Exception:
+                # A bug, not the network. Ending this task would leave the gateway looking ready
+                # while it delivers nothing: say it loudly and start over as after a lost
+                # connection (the resync after the reconnect repairs what was missed).
+                delay = self._lost(failures)
+                failures += 1
+                logger.exception("Redis subscriber loop failed; reconnecting in %.2fs", delay)
                 await asyncio.sleep(delay)
             finally:
                 self._subscriber = None
                 if subscriber is not None:
                     subscriber.close()
                     await subscriber.wait_closed()
+
+    def _lost(self, failures: int) -> float:
+        """Forget the connection's state; the backoff delay before the next attempt."""
+        self._connected = False
+        self._subscriber = None
+        self._confirmed.clear()
+        return self._backoff.compute(failures)
 
     async def _subscribe_all(self, subscriber: Subscriber) -> None:
         # The probe channel goes last: Redis answers in order, so its confirmation means every
@@ -212,12 +224,25 @@ class RedisBroker:
                 if kind == b"message":
                     if channel == probe:
                         self._probe_outstanding = None
-                    elif channel.startswith(owner_prefix):
-                        on_created(data.decode())
-                    else:
-                        on_snapshot(data.decode())
+                        continue
+                    try:
+                        if channel.startswith(owner_prefix):
+                            on_created(data.decode())
+                        else:
+                            on_snapshot(data.decode())
+                    except (MalformedMessage, UnicodeDecodeError) as exc:
+                        self._drop_malformed(channel, data, exc)
                 elif kind == b"subscribe":
                     self._confirm(channel)
+
+    def _drop_malformed(self, channel: bytes, data: bytes, exc: ValueError) -> None:
+        self._metrics.malformed_messages.inc()
+        logger.error(
+            "dropped a malformed message on %s: %s (%r)",
+            channel.decode(errors="replace"),
+            exc,
+            data[:120],
+        )
 
     def _confirm(self, channel: bytes) -> None:
         if channel == self._probe_channel:

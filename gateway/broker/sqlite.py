@@ -12,7 +12,7 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from gateway.broker.base import ReconnectHandler, SnapshotHandler
+from gateway.broker.base import MalformedMessage, ReconnectHandler, SnapshotHandler
 from gateway.errors import StoreUnavailable
 from gateway.store.sqlite import SqliteJobStore
 
@@ -97,7 +97,14 @@ class SqliteBroker:
             for job_id, raw in zip(wanted, raws, strict=True):
                 if raw is None:
                     continue
-                if job_id in created_ids:
-                    on_created(raw)
-                if job_id in self._jobs:
-                    on_snapshot(raw)
+                try:
+                    if job_id in created_ids:
+                        on_created(raw)
+                    if job_id in self._jobs:
+                        on_snapshot(raw)
+                except MalformedMessage as exc:
+                    logger.error("dropped a malformed snapshot of job %s: %s", job_id, exc)
+                except Exception:
+                    # A bug: ending this task would stop every delivery while /readyz says
+                    # ready. The periodic resync delivers the job later.
+                    logger.exception("delivering job %s failed", job_id)

@@ -113,3 +113,69 @@ async def test_a_server_that_stops_answering_gets_the_subscriber_replaced(
         await broker.aclose()
         await store.aclose()
         server.stop()
+
+
+async def test_a_handler_that_fails_is_logged_and_the_subscriber_starts_over(
+    redis_server: RedisServer, store_options: StoreOptions, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A bug in the hub must not end the subscriber task (the gateway would look ready and
+    # deliver nothing): it is logged with its traceback and the connection starts over.
+    store = RedisJobStore.from_url(redis_server.url, store_options)
+    metrics = Metrics()
+    broker = RedisBroker(redis_server.url, store.keys, metrics, probe_s=0.2)
+    received: list[str] = []
+    bugs = [RuntimeError("bug in the fan-out")]
+    resyncs: list[int] = []
+
+    def on_snapshot(raw: str) -> None:
+        if bugs:
+            raise bugs.pop()
+        received.append(raw)
+
+    async def on_reconnect() -> None:
+        resyncs.append(1)
+
+    try:
+        await broker.start(on_snapshot, received.append, on_reconnect)
+        await eventually(lambda: _true(broker.connected), 10, "the subscriber to connect")
+        job = await store.create(Create.build(owner="alice", kind="demo"))
+        await broker.watch_jobs([job.id])
+        await store.apply(job.id, Update.build(progress=5))  # the handler raises on this one
+
+        async def started_over() -> bool:
+            return len(resyncs) >= 2 and broker.connected
+
+        await eventually(started_over, 10, "the subscriber to start over")
+        await store.apply(job.id, Update.build(progress=6))
+        await eventually(lambda: _true(any('"seq":3' in raw for raw in received)), 5, "delivery")
+        failures = [r for r in caplog.records if "subscriber loop failed" in r.getMessage()]
+        assert len(failures) == 1 and failures[0].exc_info is not None
+        assert "bug in the fan-out" in str(failures[0].exc_info[1])
+    finally:
+        await broker.aclose()
+        await store.aclose()
+
+
+async def test_malformed_messages_are_counted_and_dropped(
+    parts: tuple[RedisJobStore, RedisBroker, Metrics, list[str], list[int]],
+    redis_server: RedisServer,
+) -> None:
+    store, broker, metrics, received, resyncs = parts
+    job = await store.create(Create.build(owner="alice", kind="demo"))
+    await broker.watch_jobs([job.id])
+    channel = store.keys.channel(job.id)
+
+    publisher = redis.Redis.from_url(redis_server.url)
+    try:
+        publisher.publish(channel, b"\xff not UTF-8")  # fails before any handler runs
+    finally:
+        publisher.close()
+
+    async def counted() -> bool:
+        return metrics.malformed_messages._value.get() == 1
+
+    await eventually(counted, 5, "the malformed message to be counted")
+    resyncs_before = len(resyncs)
+    await store.apply(job.id, Update.build(progress=7))
+    await eventually(lambda: _true(any('"seq":2' in raw for raw in received)), 5, "delivery")
+    assert len(resyncs) == resyncs_before  # dropped in place: no reconnect

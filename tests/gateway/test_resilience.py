@@ -16,6 +16,7 @@ from websockets.exceptions import ConnectionClosed
 from gateway.store import StoreOptions
 from tests.gateway.conftest import token_for
 from tests.support.gateway_server import GatewayServer
+from tests.support.http import metric
 from tests.support.redis_server import RedisServer, wait_until
 from tests.support.ws_client import WsClient
 from workers import ProgressClient
@@ -209,3 +210,47 @@ async def test_sigterm_drains_connections_with_1001(
     assert codes == [1001] * 5
     gateway.process.wait(timeout=15)
     gateway.process = None
+
+
+MALFORMED = [
+    b"\xff\xfe not UTF-8",
+    b"{not json",
+    b"null",
+    b"[]",
+    b'{"id": "x"}',
+    b'{"id": "x", "owner": "alice", "seq": "7", "status": "running", "updated_at": "t"}',
+]
+
+
+async def test_malformed_messages_on_pubsub_are_dropped_and_delivery_goes_on(
+    durable_redis: RedisServer, worker: ProgressClient, tmp_path: Path
+) -> None:
+    # Anti-entropy far away: what arrives within the test came through pub/sub.
+    gateway = GatewayServer(
+        durable_redis.url, tmp_path / "gateway.log", key_prefix=PREFIX, resync_s="60"
+    )
+    gateway.start()
+    try:
+        job = worker.create_job(owner="alice", kind="demo")
+        client = await WsClient.connect(gateway.ws_url, token_for("alice"))
+        await client.ready()
+        await client.subscribe("r", [job.id])
+        await client.send({"op": "subscribe", "ref": "m", "scope": "mine"})
+        await client.recv_until(lambda frame: frame["op"] == "ack" and frame["ref"] == "m")
+        direct = redis.Redis(port=durable_redis.port)
+        for message in MALFORMED:
+            direct.publish(f"{PREFIX}:{{{job.id}}}", message)
+            direct.publish(f"{PREFIX}:owner:{{alice}}", message)
+        direct.close()
+        worker.update(job.id, progress=55)
+        await client.wait_for_job(job.id, lambda j: j["progress"] == 55, timeout=10)
+        later = worker.create_job(owner="alice", kind="demo")
+        await client.wait_for_job(later.id, lambda j: True, timeout=10)
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=10) as http:
+            assert await metric(http, "pgw_malformed_messages_total") == 2 * len(MALFORMED)
+            assert await metric(http, "pgw_redis_reconnects_total") == 0
+            assert (await http.get("/readyz")).status_code == 200
+        await client.close()
+    finally:
+        gateway.stop()
+    assert "malformed message on" in gateway.log()
