@@ -16,6 +16,7 @@ from types import FrameType
 import uvicorn
 from starlette.applications import Starlette
 
+from gateway import log_redaction
 from gateway.app import create_app
 from gateway.gateway import Gateway
 from gateway.settings import Settings
@@ -86,5 +87,6 @@ class WebSocketFirst:
 def serve(settings: Settings, log_level: str = "info") -> None:
     app = create_app(settings)
     config = uvicorn_config(WebSocketFirst(app), settings, log_level)  # type: ignore[arg-type]
+    log_redaction.install()  # after the config: it (re)configures uvicorn's loggers
     server = DrainingServer(config, app, settings.drain_s)
     server.run()

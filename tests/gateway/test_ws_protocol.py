@@ -15,6 +15,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from gateway.auth import issue_token
 from tests.gateway.conftest import token_for
 from tests.support.gateway_server import SECRET, GatewayServer
+from tests.support.redis_server import wait_until
 from tests.support.ws_client import WsClient
 from workers import ProgressClient
 
@@ -235,3 +236,23 @@ async def test_unsubscribed_job_sends_nothing_more(
 
 def test_log_has_no_tracebacks(strict_gateway: GatewayServer, tmp_path: Path) -> None:
     assert "Traceback" not in strict_gateway.log()
+
+
+async def test_tokens_in_the_query_string_never_reach_the_log(
+    strict_gateway: GatewayServer,
+) -> None:
+    accepted_token = token_for("alice", ttl_s=601)
+    refused_token = token_for("alice", ttl_s=602)
+    accepted = await WsClient.connect(strict_gateway.ws_url, accepted_token)
+    await accepted.ready()
+    with pytest.raises(InvalidStatus):
+        await WsClient.connect(strict_gateway.ws_url, refused_token, origin="http://evil.example")
+    await accepted.close()
+
+    def both_logged() -> bool:
+        return strict_gateway.log().count('/ws?token=[redacted]"') >= 2
+
+    wait_until(both_logged, 10, "both handshakes in the log")
+    log = strict_gateway.log()
+    assert accepted_token not in log and refused_token not in log
+    assert accepted_token.split(".")[2] not in log  # not even the signature
