@@ -105,6 +105,15 @@ class CommandBatcher:
         return await future
 
     async def _drain(self) -> None:
+        try:
+            await self._send_queued()
+        finally:
+            # Leave the set now, not a loop step later in the done callback: the callers woken
+            # by this drain run first, and a command one of them queues meanwhile would find
+            # the set full of finished drains and wait for some later caller to start one.
+            self._drains.discard(asyncio.current_task())
+
+    async def _send_queued(self) -> None:
         await asyncio.sleep(0)  # let every caller that is ready now queue its command first
         queue = self._queue
         while queue:

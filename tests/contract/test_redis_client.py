@@ -10,7 +10,7 @@ import redis.asyncio as aioredis
 from gateway.errors import StoreUnavailable
 from gateway.models import Create, Start, Update
 from gateway.store import StoreOptions
-from gateway.store.redis import RedisJobStore
+from gateway.store.redis import CommandBatcher, RedisJobStore
 from tests.support.redis_server import RedisServer
 
 
@@ -67,3 +67,26 @@ async def test_a_burst_beyond_the_pool_waits_instead_of_failing(
     answers = await asyncio.gather(*(store.snapshots([job.id]) for _ in range(500)))
     assert all(raws[0] is not None for raws in answers)
     await store.aclose()
+
+
+async def test_a_command_issued_as_its_batch_ends_is_not_stranded(
+    redis_server: RedisServer,
+) -> None:
+    # The caller of a batched command runs again before its drain task's done-callbacks do. A
+    # command it issues right then must still be sent: here the only drain slot is held by a
+    # drain that has already finished.
+    client = aioredis.Redis.from_url(redis_server.url)
+    batcher = CommandBatcher(client, max_inflight=1)
+    try:
+
+        async def batched_then_next() -> list[bytes]:
+            first = await batcher.execute("ECHO", "batched")
+            second = await batcher.execute("ECHO", "next")
+            return [first, second]
+
+        lone, pair = await asyncio.wait_for(
+            asyncio.gather(batcher.execute("ECHO", "lone"), batched_then_next()), timeout=5
+        )
+        assert (lone, pair) == (b"lone", [b"batched", b"next"])
+    finally:
+        await client.aclose()
