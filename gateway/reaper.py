@@ -15,12 +15,12 @@ import uuid
 from pathlib import Path
 from typing import IO, Protocol
 
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from gateway.errors import GatewayError, StoreUnavailable
 from gateway.lifecycle import Lifecycle
 from gateway.metrics import Metrics
+from gateway.redis_client import redis_client
 from gateway.store import JobStore
 
 logger = logging.getLogger("gateway.reaper")
@@ -44,7 +44,7 @@ class Leadership(Protocol):
 
 class RedisLeadership:
     def __init__(self, url: str, key: str, ttl_s: float) -> None:
-        self._redis = aioredis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+        self._redis = redis_client(url, socket_timeout=2.0, socket_connect_timeout=2.0)
         self._key = key
         self._ttl_ms = int(ttl_s * 1000)
         self.holder = uuid.uuid4().hex

@@ -38,6 +38,8 @@ DEFAULT_HEARTBEAT_S = 10.0
 DEFAULT_MIN_INTERVAL_S = 0.2
 DEFAULT_FINAL_RETRY_S = 60.0
 OUTAGE_RETRY_S = 1.0
+# How long finishing waits for the heartbeat and flush tasks to end before going on without them.
+STOP_WAIT_S = 5.0
 
 
 def _merge(pending: Update | None, new: Update) -> Update:
@@ -79,6 +81,7 @@ class AsyncReporter:
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._finished: JobFinished | None = None
         self._done = False
+        self._stopping = False
 
     # -- what the worker reads -----------------------------------------------------------------
 
@@ -198,6 +201,8 @@ class AsyncReporter:
 
     async def _flush_later(self, delay: float) -> None:
         await asyncio.sleep(delay)
+        if self._stopping:
+            return
         self._flush_task = None
         try:
             await self._send()
@@ -244,8 +249,10 @@ class AsyncReporter:
             return job
 
     async def _heartbeat_loop(self) -> None:
-        while True:
+        while not self._stopping:
             await asyncio.sleep(self._heartbeat_s)
+            if self._stopping:
+                return
             try:
                 self._observe(await self.client.store.apply(self.job_id, Heartbeat()))
             except JobFinished as exc:
@@ -261,13 +268,30 @@ class AsyncReporter:
                 logger.exception("heartbeat of job %s failed unexpectedly", self.job_id)
 
     async def _stop_background(self) -> None:
+        """Stop heartbeating and delayed flushes before the final write.
+
+        Not by cancellation alone: a cancel can be lost (CPython gh-86296 in libraries that use
+        ``asyncio.wait_for``), and a heartbeat that never stops must not hold the final state
+        back. The loops also check ``_stopping``, and the wait is bounded. ``asyncio.wait``
+        neither raises a task's ``CancelledError`` nor absorbs the caller's own.
+        """
+        self._stopping = True
         tasks = [task for task in (self._heartbeat_task, self._flush_task) if task is not None]
         self._heartbeat_task = self._flush_task = None
+        if not tasks:
+            return
         for task in tasks:
             task.cancel()
-        for task in tasks:
-            try:
-                await task
-            except asyncio.CancelledError:
-                if not task.cancelled():
-                    raise
+        done, pending = await asyncio.wait(tasks, timeout=STOP_WAIT_S)
+        for task in pending:
+            logger.error(
+                "job %s: %s still running %.0fs after it was stopped; finishing without it",
+                self.job_id,
+                task.get_name(),
+                STOP_WAIT_S,
+            )
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                logger.error(
+                    "job %s: %s failed", self.job_id, task.get_name(), exc_info=task.exception()
+                )

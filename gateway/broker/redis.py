@@ -15,7 +15,6 @@ import time
 import uuid
 from collections.abc import Sequence
 
-import redis.asyncio as aioredis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
@@ -23,6 +22,7 @@ from gateway.broker.base import MalformedMessage, ReconnectHandler, SnapshotHand
 from gateway.broker.subscriber import Subscriber, SubscriberError
 from gateway.errors import StoreUnavailable
 from gateway.metrics import Metrics
+from gateway.redis_client import redis_client
 from gateway.store.redis import RedisKeys
 
 logger = logging.getLogger("gateway.broker.redis")
@@ -44,9 +44,7 @@ class RedisBroker:
         self._metrics = metrics
         self._probe_s = probe_s
         self._url = url
-        self._publisher = aioredis.Redis.from_url(
-            url, socket_timeout=2.0, socket_connect_timeout=2.0
-        )
+        self._publisher = redis_client(url, socket_timeout=2.0, socket_connect_timeout=2.0)
         self._backoff = ExponentialWithJitterBackoff(base=0.1, cap=5.0)
         self._probe_channel = f"{keys.prefix}:gateway:probe:{uuid.uuid4().hex}".encode()
         self._owner_prefix = f"{keys.prefix}:owner:".encode()

@@ -44,6 +44,7 @@ from gateway.models import (
     check_job_id,
     check_owner,
 )
+from gateway.redis_client import connection_pool
 from gateway.store.base import DEFAULT_OWNER_LIMIT, DEFAULT_RECENT_S, StoreOptions
 
 APPLY_LUA = resources.files("gateway.store").joinpath("lua/apply.lua").read_text("utf-8")
@@ -211,8 +212,9 @@ class RedisJobStore:
     def from_url(cls, url: str, options: StoreOptions | None = None) -> RedisJobStore:
         # A blocking pool: with redis-py's default pool, the 101st concurrent command raises
         # "Too many connections" instead of waiting, which a reconnect storm reaches at once.
-        pool = aioredis.BlockingConnectionPool.from_url(
+        pool = connection_pool(
             url,
+            aioredis.BlockingConnectionPool,
             max_connections=MAX_CONNECTIONS,
             timeout=POOL_TIMEOUT_S,
             retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3),
