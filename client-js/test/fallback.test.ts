@@ -25,6 +25,12 @@ after(async () => {
   await env?.close();
 });
 
+/** What to print when a wait times out: were polls still going through, and in which state. */
+function diagnosis(states: StateContext[]): string {
+  const recent = proxy.requests.slice(-15).map((request) => request.path);
+  return `states: ${transitions(states).join(" → ")}; last requests through the proxy: ${recent.join(", ")}`;
+}
+
 function transitions(states: StateContext[]): string[] {
   return states.map((s) => `${s.state}/${s.transport}`).filter((s, i, all) => s !== all[i - 1]);
 }
@@ -84,8 +90,13 @@ test("WebSocket refused → SSE; event streams refused → long-poll; WebSocket 
       transitions(states).filter((s) => !s.startsWith("reconnecting")),
       ["connecting/websocket", "fallback/sse", "fallback/poll", "open/websocket"],
     );
+  } catch (error) {
+    throw new Error(`${String(error)}\n${diagnosis(states)}`, { cause: error });
   } finally {
     watcher.close();
+    // A failure above must not leave the proxy refusing connections for the next test.
+    proxy.blockWebSocket(false);
+    proxy.blockEventStreams(false);
   }
 });
 
