@@ -518,7 +518,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0.0,
         metavar="SECONDS",
         help="before each run, wait up to this long for the machine to be idle (other programs"
-        f" under {NOISY_SHARE:.0%} of a core); 0 (default) does not wait",
+        f" under {NOISY_SHARE:.0%}% of a core); 0 (default) does not wait",
     )
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop's event loop")
     parser.add_argument(
