@@ -88,7 +88,7 @@ export class ProgressClient extends TypedEventTarget<ClientEventMap> {
     const { url, token, WebSocket, EventSource } = options;
     this.settings = resolveSettings(options);
     this.tokens = new TokenSource(token);
-    this.api = new HttpApi(url, fetchImpl, this.tokens);
+    this.api = new HttpApi(url, fetchImpl, this.tokens, this.settings.requestTimeoutMs);
     this.wsUrl = webSocketUrl(this.api.baseUrl);
     this.WebSocketImpl = WebSocket ?? globals.WebSocket;
     this.EventSourceImpl = EventSource ?? globals.EventSource;

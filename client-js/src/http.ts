@@ -35,6 +35,8 @@ export interface RequestOptions {
   /** A JSON body (sent with `Content-Type: application/json`). */
   json?: unknown;
   signal?: AbortSignal;
+  /** How long to wait for the answer's headers, in ms (the client's `requestTimeoutMs`). */
+  timeoutMs?: number;
 }
 
 export class HttpApi {
@@ -45,6 +47,8 @@ export class HttpApi {
     baseUrl: string,
     private readonly fetchImpl: FetchLike,
     private readonly tokens: TokenSource,
+    /** How long a request may go unanswered, in ms (`requestTimeoutMs`). */
+    readonly timeoutMs = 30_000,
   ) {
     this.baseUrl = baseUrl.endsWith("/") ? baseUrl : `${baseUrl}/`;
   }
@@ -95,7 +99,7 @@ export class HttpApi {
   /** `GET /healthz` without a token: is the gateway reachable over plain HTTP at all? */
   async reachable(signal?: AbortSignal): Promise<boolean> {
     try {
-      const response = await this.fetchImpl(this.url("/healthz"), signal ? { signal } : {});
+      const response = await this.fetchWithin(this.url("/healthz"), {}, signal, this.timeoutMs);
       await discard(response);
       return response.ok;
     } catch (error) {
@@ -115,16 +119,54 @@ export class HttpApi {
       headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(options.json);
     }
-    if (options.signal) init.signal = options.signal;
     try {
-      return await this.fetchImpl(this.url(path), init);
+      return await this.fetchWithin(
+        this.url(path),
+        init,
+        options.signal,
+        options.timeoutMs ?? this.timeoutMs,
+      );
     } catch (error) {
       if (isAbort(error)) throw error;
-      throw new HttpError(0, "network", `${init.method} ${path}: no answer from the gateway`, null, {
-        cause: error,
-      });
+      const why = error instanceof RequestTimeout ? error.message : "no answer from the gateway";
+      throw new HttpError(0, "network", `${init.method} ${path}: ${why}`, null, { cause: error });
     }
   }
+
+  /**
+   * `fetch` that gives up when the answer's headers take longer than `timeoutMs` (throwing
+   * `RequestTimeout`, not an abort: the caller did not ask to stop). The caller's `signal`
+   * still aborts it.
+   */
+  private async fetchWithin(
+    url: string,
+    init: RequestInit,
+    signal: AbortSignal | undefined,
+    timeoutMs: number,
+  ): Promise<Response> {
+    const controller = new AbortController();
+    const callerAborted = (): void => controller.abort(signal?.reason);
+    if (signal?.aborted) callerAborted();
+    signal?.addEventListener("abort", callerAborted, { once: true });
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      controller.abort();
+    }, timeoutMs);
+    try {
+      return await this.fetchImpl(url, { ...init, signal: controller.signal });
+    } catch (error) {
+      if (timedOut) throw new RequestTimeout(`no answer within ${timeoutMs} ms`, { cause: error });
+      throw error;
+    } finally {
+      clearTimeout(timer);
+      signal?.removeEventListener("abort", callerAborted);
+    }
+  }
+}
+
+class RequestTimeout extends Error {
+  override readonly name = "RequestTimeout";
 }
 
 export function jobPath(id: string): string {

@@ -27,6 +27,11 @@ export interface ProgressClientOptions {
   pollWaitS?: number;
   /** How often `watchMine` polls `GET /exports/active` on a fallback, in ms (5 000). */
   activePollMs?: number;
+  /**
+   * How long an HTTP request may go unanswered, in ms (30 000; a long-poll gets its `?wait=` on
+   * top). A request on a dead connection (a network change) would otherwise hang for minutes.
+   */
+  requestTimeoutMs?: number;
   /** How long a WebSocket may take to say `ready`, in ms (10 000). */
   openTimeoutMs?: number;
   /** Extra wait after a 4429 (too many connections), in ms (5 000). */
@@ -52,6 +57,7 @@ export const DEFAULTS = {
   pollWaitS: 25,
   activePollMs: 5_000,
   openTimeoutMs: 10_000,
+  requestTimeoutMs: 30_000,
   tooManyConnectionsMs: 5_000,
   goingAwayJitterMs: 1_000,
   autoConnect: true,

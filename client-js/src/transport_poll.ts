@@ -65,6 +65,7 @@ export class PollFeed implements JobFeed {
       seq === undefined
         ? await this.context.api.request(path, { signal: this.abort.signal })
         : await this.context.api.request(`${path}?wait=${this.waitS}`, {
+            timeoutMs: this.waitS * 1000 + this.context.api.timeoutMs,
             headers: { "If-None-Match": `"${seq}"` },
             signal: this.abort.signal,
           });
