@@ -12,12 +12,14 @@ import re
 import tempfile
 from pathlib import Path
 from typing import Annotated
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import quote, urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from redis.asyncio.connection import parse_url
 
 from gateway.auth import check_secret
+from gateway.broker.subscriber import tls_context
 from gateway.errors import BadRequest
 from gateway.store import StoreOptions
 from gateway.store.base import DEFAULT_HISTORY_MAXLEN, DEFAULT_RETENTION_S
@@ -25,7 +27,6 @@ from gateway.store.base import DEFAULT_HISTORY_MAXLEN, DEFAULT_RETENTION_S
 __all__ = ["Settings"]
 
 REDIS_SCHEMES = frozenset({"redis", "rediss", "unix"})
-TLS_VERIFY_MODES = frozenset({"none", "optional", "required"})
 # The prefix starts every Redis key; braces would break the hash tags of DESIGN §4.
 _PREFIX_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
 
@@ -91,17 +92,13 @@ class Settings(BaseSettings):
         url = urlsplit(value)
         if url.scheme not in REDIS_SCHEMES:
             raise ValueError(f"must be a {'/'.join(sorted(REDIS_SCHEMES))}:// URL")
-        # TLS options are used only when a connection opens: check them now, not at the first
-        # reconnect (a bad one there would leave the gateway without a subscriber).
-        query = parse_qs(url.query)
-        for mode in query.get("ssl_cert_reqs", []):
-            if mode.lower() not in TLS_VERIFY_MODES:
-                raise ValueError(
-                    f"ssl_cert_reqs must be {', '.join(sorted(TLS_VERIFY_MODES))}, not {mode!r}"
-                )
-        for path in query.get("ssl_ca_certs", []):
-            if not Path(path).is_file():
-                raise ValueError(f"ssl_ca_certs {path!r} is not a readable file")
+        if url.scheme == "rediss":
+            # TLS options are used only when a connection opens: build the subscriber's context
+            # now, so a bad one stops startup instead of leaving the gateway without a subscriber.
+            try:
+                tls_context(parse_url(value))
+            except (ValueError, OSError) as exc:  # ssl.SSLError is an OSError
+                raise ValueError(f"TLS options: {exc}") from None
         return value
 
     @field_validator("allowed_origins", mode="before")

@@ -47,7 +47,7 @@ class Subscriber:
             else:
                 tls = None
                 if options.get("connection_class") is SSLConnection:
-                    tls = _tls_context(options)
+                    tls = tls_context(options)
                 reader, writer = await asyncio.open_connection(
                     options.get("host", "localhost"), options.get("port", 6379), ssl=tls
                 )
@@ -128,7 +128,8 @@ def _pack(args: Sequence[str | bytes]) -> bytes:
     return packed
 
 
-def _tls_context(options: Mapping[str, object]) -> ssl.SSLContext:
+def tls_context(options: Mapping[str, object]) -> ssl.SSLContext:
+    """The TLS context a ``rediss://`` URL's options (from ``parse_url``) ask for."""
     cafile = options.get("ssl_ca_certs")
     context = ssl.create_default_context(cafile=str(cafile) if cafile else None)
     requirement = str(options.get("ssl_cert_reqs", "required")).lower()

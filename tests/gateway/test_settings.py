@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from gateway.settings import Settings
 from gateway.store import StoreOptions
 from gateway.store.sqlite import path_from_url
+from tests.support.tls import make_tls_files
 
 SECRET = "k" * 40
 
@@ -113,12 +114,15 @@ def test_out_of_range_values_are_refused(
     assert len(info.value.errors()) == 1
 
 
-def test_valid_tls_options_are_accepted(tmp_path: Path) -> None:
-    ca = tmp_path / "redis-ca.pem"
-    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+def test_valid_tls_options_are_accepted_and_a_non_certificate_is_not(tmp_path: Path) -> None:
+    ca = make_tls_files(tmp_path / "tls").ca_cert
     for mode in ("required", "Optional", "none"):
         url = f"rediss://cache:6380/0?ssl_ca_certs={ca}&ssl_cert_reqs={mode}"
         assert Settings(redis_url=url).redis_url == url
+    garbage = tmp_path / "not-a-ca.pem"
+    garbage.write_text("-----BEGIN CERTIFICATE-----\n")
+    with pytest.raises(ValidationError, match="TLS options"):
+        Settings(redis_url=f"rediss://cache:6380/0?ssl_ca_certs={garbage}")
 
 
 def test_boundaries_are_accepted() -> None:
