@@ -1,7 +1,7 @@
 """Python's share of one WebSocket delivery, measured without the kernel.
 
 The fan-out path of the real classes — ``Snapshot`` decode, ``Outbox.offer_update``,
-``Connection._on_pending`` and ``FrameWriterProtocol.write_frame`` — runs against a transport
+``Connection._write_now`` and ``FrameWriterProtocol.write_frame`` — runs against a transport
 whose ``write`` drops the bytes, so what is timed is the Python around the ``send()`` system call.
 Compare with ``bench/fanout.py``'s gateway CPU per delivery to see how much of it is the kernel.
 Numbers, not pass/fail: ``taskset -c 0 python bench/delivery_python.py``.
@@ -58,7 +58,8 @@ def eager_connection() -> Connection:
     connection._writer = None
     connection._broken = False
     connection.outbox = Outbox()
-    connection.outbox.notify = connection._on_pending
+    connection.outbox.notify = connection._start_writer
+    connection.outbox.write_now = connection._write_now
     connection.outbox.track("job")
     return connection
 

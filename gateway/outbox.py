@@ -31,6 +31,7 @@ class Outbox(Generic[T]):
         "_watching",
         "closed",
         "notify",
+        "write_now",
     )
 
     def __init__(self, max_controls: int = 256) -> None:
@@ -42,8 +43,12 @@ class Outbox(Generic[T]):
         self._counter = itertools.count()
         self._waiter: asyncio.Future[None] | None = None
         self.closed = False
-        # Called synchronously when the outbox goes from empty to non-empty (eager writers).
+        # Called synchronously when the outbox goes from empty to non-empty (starts a writer).
         self.notify: Callable[[], None] | None = None
+        # Writes an update at once when nothing is pending, in the caller's stack (the hub's
+        # fan-out loop), or answers False to have it queued (flow control, a closing socket).
+        # The owner sets it to None while a writer task drains the outbox, which keeps order.
+        self.write_now: Callable[[T], bool] | None = None
 
     # -- what the connection watches -----------------------------------------------------------
 
@@ -89,8 +94,16 @@ class Outbox(Generic[T]):
         if self.closed or seq <= self._seqs.get(job_id, 0):
             return -1
         self._seqs[job_id] = seq
-        replaced = job_id in self._pending
-        self._pending[job_id] = item
+        pending = self._pending
+        if not pending:
+            write_now = self.write_now
+            if write_now is not None and write_now(item):
+                return 0
+            pending[job_id] = item
+            self._wake()
+            return 0
+        replaced = job_id in pending
+        pending[job_id] = item
         self._wake()
         return 1 if replaced else 0
 

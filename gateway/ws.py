@@ -100,7 +100,8 @@ class Connection:
         self._counted = False
         self._writer: asyncio.Task[None] | None = None
         self._broken = False
-        self.outbox.notify = self._on_pending
+        self.outbox.notify = self._start_writer
+        self.outbox.write_now = self._write_now if write_frame is not None else None
 
     async def run(self, token: str | None) -> None:
         gateway = self.gateway
@@ -238,22 +239,23 @@ class Connection:
                 )
 
     # -- writer --------------------------------------------------------------------------------
-    # Snapshot frames are written eagerly: when the outbox receives its first pending item and no
-    # writer task runs, a snapshot's pre-encoded frame goes straight to the transport, in the
-    # caller's stack (the hub's fan-out loop). Anything else — a control frame, or a transport
-    # that pushes back (flow control) — hands the rest to a writer task, which awaits each send
-    # while the outbox conflates; eager writing resumes once the task has drained it.
+    # Snapshot frames are written eagerly: while nothing is pending and no writer task runs, the
+    # outbox hands a snapshot to ``_write_now``, which puts its pre-encoded frame straight on the
+    # transport in the hub's fan-out loop. Anything else (a control frame, or a transport that
+    # pushes back) starts a writer task, which awaits each send while the outbox conflates;
+    # eager writing resumes once the task has drained it.
 
-    def _on_pending(self) -> None:
+    def _write_now(self, snapshot: Snapshot) -> bool:
+        write_frame = self._write_frame
+        return write_frame is not None and write_frame(snapshot.ws_bytes)
+
+    def _start_writer(self) -> None:
         if self._writer is not None or self._broken or self.outbox.closed:
             return
-        items = self.outbox.take_nowait()
-        write_frame = self._write_frame
-        for index, item in enumerate(items):
-            if write_frame is not None and not isinstance(item, str) and write_frame(item.ws_bytes):
-                continue
-            self._writer = asyncio.create_task(self._drain(items[index:]), name="pgw-ws-writer")
-            return
+        self.outbox.write_now = None
+        self._writer = asyncio.create_task(
+            self._drain(self.outbox.take_nowait()), name="pgw-ws-writer"
+        )
 
     async def _drain(self, items: list[Snapshot | str]) -> None:
         outbox = self.outbox
@@ -269,3 +271,5 @@ class Connection:
             logger.debug("send to owner %s failed: %s", self.owner, exc)
         finally:
             self._writer = None
+            if not self._broken and not outbox.closed and self._write_frame is not None:
+                outbox.write_now = self._write_now

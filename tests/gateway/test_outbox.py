@@ -61,3 +61,59 @@ def test_control_frames_are_bounded() -> None:
         outbox.offer_control("pong")
     with pytest.raises(OutboxOverflow):
         outbox.offer_control("pong")
+
+
+class Sink:
+    """Stands for a connection's socket: takes updates while open, refuses them when not."""
+
+    def __init__(self) -> None:
+        self.open = True
+        self.written: list[str] = []
+
+    def write_now(self, item: str) -> bool:
+        if self.open:
+            self.written.append(item)
+        return self.open
+
+
+def test_an_update_is_written_at_once_when_nothing_is_pending() -> None:
+    outbox: Outbox[str] = Outbox()
+    sink = Sink()
+    outbox.write_now = sink.write_now
+    assert outbox.offer_update("a", 1, "a1") == 0
+    assert sink.written == ["a1"]
+    assert len(outbox) == 0
+    assert outbox.offer_update("a", 1, "a1 again") == -1  # its seq counts as sent
+    assert sink.written == ["a1"]
+
+
+async def test_a_refused_write_queues_the_update_and_starts_the_writer() -> None:
+    outbox: Outbox[str] = Outbox()
+    sink = Sink()
+    sink.open = False
+    notified: list[int] = []
+    outbox.write_now = sink.write_now
+    outbox.notify = lambda: notified.append(len(outbox))
+    assert outbox.offer_update("a", 1, "a1") == 0
+    assert notified == [1]
+    assert outbox.offer_update("a", 2, "a2") == 1  # conflates while the socket pushes back
+    assert await outbox.take() == ["a2"]
+
+
+async def test_nothing_overtakes_what_is_pending() -> None:
+    outbox: Outbox[str] = Outbox()
+    sink = Sink()
+    outbox.write_now = sink.write_now
+    outbox.offer_control("ack")
+    assert outbox.offer_update("a", 1, "a1") == 0
+    assert sink.written == []
+    assert await outbox.take() == ["ack", "a1"]
+
+
+def test_a_closed_outbox_writes_nothing() -> None:
+    outbox: Outbox[str] = Outbox()
+    sink = Sink()
+    outbox.write_now = sink.write_now
+    outbox.close()
+    assert outbox.offer_update("a", 1, "a1") == -1
+    assert sink.written == []
