@@ -450,6 +450,11 @@ class Gateway:
         except OSError:
             return False
 
+    def stats(self, *, gc: bool = False) -> Json | None:
+        """The server's own reading of its memory, where it has one (the Node peer's, after a
+        full GC with ``gc``); the gateway's is /proc and /metrics only."""
+        return None
+
     def metrics(self) -> dict[str, float]:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         connection.request("GET", "/metrics")
@@ -769,18 +774,37 @@ async def _publisher(redis_url: str, filler: int, inflight: int, mode: str) -> N
 
 
 class Bench:
+    """One benchmark run: the server under test on core 0; Redis, the publisher and the load
+    generators on core 1; the scenarios, each with a fresh server and load generators.
+
+    ``bench/peer_socketio.py`` subclasses it for the Socket.IO peer. What differs between the two
+    is in the hooks (the server, the jobs, the child processes' command lines, a few log details
+    and the attributes below); the scenarios and their measurements are these.
+    """
+
+    # The server's name among the metered processes, in the figures' keys and in the logs.
+    SERVER = "gateway"
+    # Figures a scenario leaves out of its result, by kind ("step", "throughput", "latency",
+    # "idle"): each benchmark's JSON keeps the keys it has always had, so that runs compare
+    # across sessions, and the peer reports a few that this script never has.
+    OMIT: dict[str, frozenset[str]] = {
+        "step": frozenset({"failures"}),
+        "throughput": frozenset(
+            {"fixed_steps", "peak_gateway_cpu_share", "peak_core1_share", "foreign_share_max"}
+        ),
+        "latency": frozenset({"publisher_behind", "core0_softirq_share", "failures"}),
+    }
+    # throughput: also end the ramp when core 1 is full and deliveries fall behind.
+    STOP_ON_CORE1 = False
+    # idle: the server's RSS at the end is read after the liveness update (else right after the
+    # hold, before it).
+    RSS_END_AFTER_LIVENESS = True
+
     def __init__(self, args: argparse.Namespace, work: Path) -> None:
         self.args = args
         self.work = work
         self.redis = RedisServer(work / "redis")
-        self.gateway = Gateway(
-            self.redis.url, work, args.gateway_log_level, Path(args.gateway_src).resolve()
-        )
-        for setting in args.gateway_env:
-            name, sep, value = setting.partition("=")
-            if not sep or not name.startswith("GATEWAY_"):
-                raise SystemExit(f"--gateway-env wants GATEWAY_NAME=VALUE, not {setting!r}")
-            self.gateway.extra_env[name] = value
+        self.gateway = self.make_server()
         self.loadgens: list[Agent] = []
         self.publisher: Agent | None = None
         self.results: Json = {}
@@ -788,6 +812,95 @@ class Bench:
         self.loadgen_gc_per_100ms: dict[int, float] = {}
         self.loadgen_gc_total_ms = 0.0
         self.samples_per_100ms: dict[int, list[float]] = {}
+
+    # -- what the peer's benchmark changes -------------------------------------------------------
+
+    def make_server(self) -> Gateway:
+        args = self.args
+        gateway = Gateway(
+            self.redis.url, self.work, args.gateway_log_level, Path(args.gateway_src).resolve()
+        )
+        for setting in args.gateway_env:
+            name, sep, value = setting.partition("=")
+            if not sep or not name.startswith("GATEWAY_"):
+                raise SystemExit(f"--gateway-env wants GATEWAY_NAME=VALUE, not {setting!r}")
+            gateway.extra_env[name] = value
+        return gateway
+
+    def loadgen_argv(self) -> list[str]:
+        node = shutil.which("node")
+        if node is None:
+            raise SystemExit("node is not installed")
+        if not (LOADGEN.parent / "node_modules" / "ws").exists():
+            raise SystemExit("run `npm install` in bench/loadgen first")
+        return [node, "--max-old-space-size=4096", str(LOADGEN)]
+
+    def publisher_argv(self, filler: int, mode: str | None) -> list[str]:
+        return [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "_publish",
+            self.redis.url,
+            str(filler),
+            str(self.args.publisher_inflight),
+            mode or self.args.publisher_mode,
+        ]
+
+    def flush_store(self) -> None:
+        """Empty the store before a scenario creates its jobs."""
+        self.redis.command("FLUSHALL")
+
+    def new_plan(self, n_jobs: int, n_clients: int, tag: str) -> Plan:
+        return make_plan(self.redis.url, n_jobs, n_clients, tag)
+
+    def filler(self, plan: Plan) -> int:
+        """The publisher's padding after the timestamp, for ``--snapshot-bytes`` snapshots."""
+        return message_filler(self.redis.url, plan.jobs[0], self.args.snapshot_bytes)
+
+    def fixed_rates(self) -> list[float]:
+        """Publish rates measured before the ramp (which then starts from the last of them)."""
+        return []
+
+    def profile_peak(self, publisher: Agent, plan: Plan, steps: list[Json]) -> Json | None:
+        if not self.args.profile:
+            return None
+        peak = max(steps, key=lambda s: s["deliveries_per_s"])
+        return self._profile(publisher, plan, peak["target_rate"], self.args.profile)
+
+    def core1_detail(self, step: Json) -> str:
+        """What a throughput step's log line says of core 1's users."""
+        return f"load gen. {step['loadgen_share']:.0%}"
+
+    def latency_detail(self, result: Json) -> str:
+        """How a latency run's log line ends: CPU shares."""
+        return f"gateway {result['gateway_cpu_share']:.0%}, core 1 {result['core1_share']:.0%}"
+
+    def about(self) -> Json:
+        """Results recorded before the settings (the peer's package versions)."""
+        return {}
+
+    def run_scenarios(self) -> None:
+        a = self.args
+        scenarios = a.scenarios
+        if "idle" in scenarios:
+            self.results["idle"] = self.run_idle()
+        if "throughput" in scenarios:
+            self.results["throughput"] = self.run_throughput()
+        if "latency" in scenarios:
+            for mode in a.lat_own_modes:
+                self.results[f"latency_own_{mode}"] = self.run_latency(
+                    f"own-{mode}", a.lat_clients, a.lat_clients, mode
+                )
+            self.results["latency_shared"] = self.run_latency(
+                "shared", a.lat_shared_clients, a.lat_shared_jobs, a.publisher_mode
+            )
+        if "storm" in scenarios:
+            for mode in a.storm_mode:
+                self.results[f"storm_{mode}"] = self.run_storm(mode)
+
+    def figures(self, kind: str, values: Json) -> Json:
+        omit = self.OMIT.get(kind, frozenset())
+        return {key: value for key, value in values.items() if key not in omit}
 
     # -- processes -------------------------------------------------------------------------------
 
@@ -797,31 +910,15 @@ class Bench:
         return env
 
     def start_loadgens(self) -> None:
-        node = shutil.which("node")
-        if node is None:
-            raise SystemExit("node is not installed")
-        if not (LOADGEN.parent / "node_modules" / "ws").exists():
-            raise SystemExit("run `npm install` in bench/loadgen first")
+        argv = pinned(LOAD_CORE, self.loadgen_argv())
         self.loadgens = []
         for index in range(self.args.loadgens):
-            argv = pinned(LOAD_CORE, [node, "--max-old-space-size=4096", str(LOADGEN)])
             agent = Agent(f"loadgen{index}", argv, self.work, self.env())
             agent.expect("hello", 30)
             self.loadgens.append(agent)
 
-    def start_publisher(self, filler: int, mode: str | None = None) -> Agent:
-        argv = pinned(
-            LOAD_CORE,
-            [
-                sys.executable,
-                str(Path(__file__).resolve()),
-                "_publish",
-                self.redis.url,
-                str(filler),
-                str(self.args.publisher_inflight),
-                mode or self.args.publisher_mode,
-            ],
-        )
+    def start_publisher(self, filler: int = 0, mode: str | None = None) -> Agent:
+        argv = pinned(LOAD_CORE, self.publisher_argv(filler, mode))
         agent = Agent("publisher", argv, self.work, self.env())
         agent.expect("hello", 30)
         self.publisher = agent
@@ -834,7 +931,7 @@ class Bench:
         self.publisher = None
 
     def pids(self) -> dict[str, int]:
-        pids = {"gateway": self.gateway.pid, "redis": self.redis.process.pid}
+        pids = {self.SERVER: self.gateway.pid, "redis": self.redis.process.pid}
         for agent in self.loadgens:
             pids[agent.name] = agent.pid
         if self.publisher is not None:
@@ -968,16 +1065,18 @@ class Bench:
     def run_idle(self) -> Json:
         a = self.args
         n = a.idle_clients
+        server = self.SERVER
         log(f"idle: creating {n} jobs")
-        self.redis.command("FLUSHALL")
-        plan = make_plan(self.redis.url, n, n, "idle")
-        warm = make_plan(self.redis.url, 10, 10, "warm")
-        filler = message_filler(self.redis.url, plan.jobs[0], a.snapshot_bytes)
+        self.flush_store()
+        plan = self.new_plan(n, n, "idle")
+        warm = self.new_plan(10, 10, "warm")
+        filler = self.filler(plan)
         with self.fresh("idle"):
             publisher = self.start_publisher(filler)
             self.open_clients(warm)  # imports and first-use allocations, not per connection
             time.sleep(1.0)
             rss_before = proc_rss(self.gateway.pid)
+            before_gc = self.gateway.stats(gc=True)
             loadgen_before = self.loadgen_rss()
             steps: list[Json] = []
             chunks = max(1, a.idle_steps)
@@ -991,7 +1090,7 @@ class Bench:
                     {"connections": (index + 1) * n // chunks, "rss": proc_rss(self.gateway.pid)}
                 )
                 log(
-                    f"idle: {steps[-1]['connections']} open, gateway RSS "
+                    f"idle: {steps[-1]['connections']} open, {server} RSS "
                     f"{steps[-1]['rss'] / 2**20:.1f} MiB"
                 )
             meter.stop()
@@ -999,19 +1098,24 @@ class Bench:
             time.sleep(2.0)
             rss_after = proc_rss(self.gateway.pid)
             loadgen_after = self.loadgen_rss()
+            after_gc = self.gateway.stats(gc=True)
             log(f"idle: holding {ok} connections for {a.idle_hold_s:.0f}s")
             hold = Meter(self.pids()).start()
             time.sleep(a.idle_hold_s)
             hold.stop()
+            rss_end = proc_rss(self.gateway.pid)
             self.reset()
             _, _, _, totals = self.collect()
             self.reset()
             log("idle: one update per job")
             publisher.ask({"cmd": "once", "jobs": plan.jobs}, "once", timeout=600)
             delivered = self.wait_delivered(totals["acked"] - len(warm.clients), 60)
-            rss_end = proc_rss(self.gateway.pid)
+            if self.RSS_END_AFTER_LIVENESS:
+                rss_end = proc_rss(self.gateway.pid)
+            server_stats = self.gateway.stats()
         per_connection = (rss_after - rss_before) / max(1, ok)
         slope = _slope([(s["connections"], s["rss"]) for s in steps])
+        after_full_gc = _after_full_gc(before_gc, after_gc, ok)
         result = {
             "clients": n,
             "connected": ok,
@@ -1019,7 +1123,8 @@ class Bench:
             "open_s": meter.wall_s,
             "open_per_s": ok / meter.wall_s,
             "connect_ms": _merge_summaries(opened),
-            "gateway_cpu_per_connect_us": meter.cpu_s["gateway"] / max(1, ok) * 1e6,
+            f"{server}_cpu_per_connect_us": meter.cpu_s[server] / max(1, ok) * 1e6,
+            **({"server_sockets": server_stats["sockets"]} if server_stats else {}),
             "open_after_hold": totals["open"] - len(warm.clients),
             "acked_after_hold": totals["acked"] - len(warm.clients),
             "failures": totals["failures"],
@@ -1028,102 +1133,138 @@ class Bench:
             "rss_end_mib": rss_end / 2**20,
             "rss_per_connection_kib": per_connection / 1024,
             "rss_slope_kib": slope / 1024 if slope is not None else None,
+            **after_full_gc,
             "steps": steps,
-            "idle_gateway_cpu_share": hold.share("gateway"),
+            f"idle_{server}_cpu_share": hold.share(server),
             "hold_s": hold.wall_s,
             "liveness_delivered": delivered,
             "loadgen_rss_per_connection_kib": (loadgen_after - loadgen_before) / max(1, ok) / 1024,
             "loadgen_cpu_s_open": self.loadgen_cpu(meter),
             "foreign_share": hold.foreign_share(),
         }
+        gc_note = (
+            f" ({after_full_gc['rss_per_connection_after_gc_kib']:.1f} after GC)"
+            if after_full_gc
+            else ""
+        )
         log(
-            f"idle: {ok}/{n} held, {per_connection / 1024:.1f} KiB/connection, "
+            f"idle: {ok}/{n} held, {per_connection / 1024:.1f} KiB/connection{gc_note}, "
             f"liveness {delivered}/{n}"
         )
-        return result
+        return self.figures("idle", result)
 
     def run_throughput(self) -> Json:
         a = self.args
+        server = self.SERVER
         log(f"throughput: {a.tp_clients} clients on {a.tp_jobs} jobs")
-        self.redis.command("FLUSHALL")
-        plan = make_plan(self.redis.url, a.tp_jobs, a.tp_clients, "tp")
-        filler = message_filler(self.redis.url, plan.jobs[0], a.snapshot_bytes)
+        self.flush_store()
+        plan = self.new_plan(a.tp_jobs, a.tp_clients, "tp")
+        filler = self.filler(plan)
         fanout = a.tp_clients / a.tp_jobs
+        fixed = self.fixed_rates()
         steps: list[Json] = []
         with self.fresh("throughput"):
             publisher = self.start_publisher(filler)
             opened = self.open_clients(plan)
             log(f"throughput: {opened['ok']} clients subscribed in {opened['seconds']:.1f}s")
-            rate = a.tp_start_rate
+            rate = fixed[0] if fixed else a.tp_start_rate
             best = 0.0
-            for _ in range(a.tp_max_steps):
+            for index in range(len(fixed) + a.tp_max_steps):
+                if index < len(fixed):
+                    rate = fixed[index]
                 step = self._throughput_step(publisher, plan, rate, fanout)
                 steps.append(step)
                 log(
                     f"throughput: publish {step['publish_rate']:.0f}/s (target {rate:.0f}) → "
-                    f"{step['deliveries_per_s']:.0f} deliveries/s, gateway "
-                    f"{step['gateway_cpu_share']:.0%}, {step['gateway_us_per_delivery']:.1f} µs/"
-                    f"delivery, ratio {step['delivery_ratio']:.2f}, "
+                    f"{step['deliveries_per_s']:.0f} deliveries/s, {server} "
+                    f"{step[f'{server}_cpu_share']:.0%}, {step[f'{server}_us_per_delivery']:.1f} "
+                    f"µs/delivery, ratio {step['delivery_ratio']:.2f}, "
                     f"p99 {step['latency']['p99_ms']:.1f} ms; core 0 softirq "
                     f"{step['core0_softirq_share']:.0%}, others {step['core0_foreign_share']:.0%}; "
-                    f"core 1 {step['core1_share']:.0%} (load gen. {step['loadgen_share']:.0%})"
+                    f"core 1 {step['core1_share']:.0%} ({self.core1_detail(step)})"
                 )
-                saturated = step["gateway_cpu_share"] >= 0.95 or step["delivery_ratio"] < 0.9
-                if step["deliveries_per_s"] < best * 1.03 and saturated:
+                best_before, best = best, max(best, step["deliveries_per_s"])
+                if index + 1 < len(fixed):
+                    self.settle()
+                    continue
+                saturated = step[f"{server}_cpu_share"] >= 0.95 or step["delivery_ratio"] < 0.9
+                if step["deliveries_per_s"] < best_before * 1.03 and saturated:
                     break
                 if step["publish_rate"] < 0.9 * rate:
                     log("throughput: the publisher cannot keep up; stopping the ramp")
                     break
-                best = max(best, step["deliveries_per_s"])
+                if (
+                    self.STOP_ON_CORE1
+                    and step["core1_share"] >= 0.97
+                    and step["delivery_ratio"] < 0.9
+                ):
+                    log("throughput: core 1 (load generators) is saturated; stopping the ramp")
+                    break
                 rate *= a.tp_factor
                 self.settle()
-            profile = None
-            if a.profile:
-                peak = max(steps, key=lambda s: s["deliveries_per_s"])
-                profile = self._profile(publisher, plan, peak["target_rate"], a.profile)
+            profile = self.profile_peak(publisher, plan, steps)
         peak = max(steps, key=lambda s: s["deliveries_per_s"])
-        loaded = [s for s in steps if s["gateway_cpu_share"] >= 0.5] or steps
-        return {
+        loaded = [s for s in steps if s[f"{server}_cpu_share"] >= 0.5] or steps
+        at = {f"at_{s['target_rate']:g}": s for s in steps if s["target_rate"] in fixed}
+        result = {
             "clients": a.tp_clients,
             "jobs": a.tp_jobs,
             "opened": opened,
             "steps": steps,
+            "fixed_steps": {
+                key: {
+                    "deliveries_per_s": s["deliveries_per_s"],
+                    f"{server}_us_per_delivery": s[f"{server}_us_per_delivery"],
+                    f"{server}_cpu_share": s[f"{server}_cpu_share"],
+                    "delivery_ratio": s["delivery_ratio"],
+                    "loadgen_share": s["loadgen_share"],
+                    "core1_share": s["core1_share"],
+                }
+                for key, s in at.items()
+            },
             "peak_deliveries_per_s": peak["deliveries_per_s"],
-            "peak_us_per_delivery": peak["gateway_us_per_delivery"],
+            "peak_us_per_delivery": peak[f"{server}_us_per_delivery"],
             "peak_core0_us_per_delivery": peak["core0_us_per_delivery"],
-            "min_us_per_delivery_loaded": min(s["gateway_us_per_delivery"] for s in loaded),
+            f"peak_{server}_cpu_share": peak[f"{server}_cpu_share"],
+            "peak_core1_share": peak["core1_share"],
+            "min_us_per_delivery_loaded": min(s[f"{server}_us_per_delivery"] for s in loaded),
             "profile": profile,
+            "foreign_share_max": max(s["foreign_share"] for s in steps),
         }
+        return self.figures("throughput", result)
 
     def _throughput_step(self, publisher: Agent, plan: Plan, rate: float, fanout: float) -> Json:
         a = self.args
+        server = self.SERVER
         warm, measure = a.tp_warmup_s, a.tp_step_s
         publisher.send({"cmd": "run", "jobs": plan.jobs, "rate": rate, "seconds": warm + measure})
-        time.sleep(warm)
+        time.sleep(warm)  # the warm-up window
         self.reset()
         meter = Meter(self.pids()).start()
-        time.sleep(measure)
+        time.sleep(measure)  # the measured window
         updates, nbytes, latency, totals = self.collect()
         meter.stop()
         ran = publisher.expect("ran", warm + measure + 120)
         deliveries = updates / meter.wall_s
-        return {
+        step = {
             "target_rate": rate,
             "publish_rate": ran["rate"],
             "publisher_behind": ran["behind"],
+            # The Node publisher's size of one snapshot (the Python one's is --snapshot-bytes).
+            **({"snapshot_bytes": ran["snapshot_bytes"]} if "snapshot_bytes" in ran else {}),
             "deliveries_per_s": deliveries,
             "expected_per_s": ran["rate"] * fanout,
             "delivery_ratio": deliveries / (ran["rate"] * fanout) if ran["rate"] else 0.0,
             "frame_bytes": nbytes / updates if updates else 0,
-            "gateway_cpu_share": meter.share("gateway"),
-            "gateway_us_per_delivery": meter.cpu_s["gateway"] / max(1, updates) * 1e6,
+            f"{server}_cpu_share": meter.share(server),
+            f"{server}_us_per_delivery": meter.cpu_s[server] / max(1, updates) * 1e6,
             "core0_share": meter.core_share(GATEWAY_CORE),
             "core0_us_per_delivery": meter.cores_s.get(GATEWAY_CORE, 0.0) / max(1, updates) * 1e6,
             "core0_softirq_share": meter.softirq_share(GATEWAY_CORE),
             "core0_softirq_us_per_delivery": meter.softirq_s.get(GATEWAY_CORE, 0.0)
             / max(1, updates)
             * 1e6,
-            "core0_foreign_share": meter.foreign_core_share(GATEWAY_CORE, ["gateway"]),
+            "core0_foreign_share": meter.foreign_core_share(GATEWAY_CORE, [server]),
             "core1_share": meter.core_share(LOAD_CORE),
             "loadgen_share": self.loadgen_cpu(meter) / meter.wall_s,
             "loadgen_us_per_delivery": self.loadgen_cpu(meter) / max(1, updates) * 1e6,
@@ -1133,7 +1274,9 @@ class Bench:
             "latency": latency.summary_ms(),
             "client_errors": totals["errors"],
             "open": totals["open"],
+            "failures": totals["failures"],
         }
+        return self.figures("step", step)
 
     def _profile(self, publisher: Agent, plan: Plan, rate: float, out: str) -> Json:
         """py-spy (on core 1, non-blocking) on the gateway at a fixed publish rate."""
@@ -1164,15 +1307,16 @@ class Bench:
         publisher.expect("ran", seconds + 120)
         return {"rate": rate, "raw": raw, "svg": f"{out}.svg", "top": top_frames(Path(raw))}
 
-    def run_latency(self, name: str, clients: int, jobs: int, mode: str) -> Json:
+    def run_latency(self, name: str, clients: int, jobs: int, mode: str | None = None) -> Json:
         a = self.args
+        server = self.SERVER
         log(
-            f"latency {name}: {clients} clients on {jobs} jobs, {a.lat_rate:g} updates/s per job, "
-            f"publisher mode {mode}"
+            f"latency {name}: {clients} clients on {jobs} jobs, {a.lat_rate:g} updates/s per job"
+            + (f", publisher mode {mode}" if mode else "")
         )
-        self.redis.command("FLUSHALL")
-        plan = make_plan(self.redis.url, jobs, clients, name)
-        filler = message_filler(self.redis.url, plan.jobs[0], a.snapshot_bytes)
+        self.flush_store()
+        plan = self.new_plan(jobs, clients, name)
+        filler = self.filler(plan)
         rate = jobs * a.lat_rate
         with self.fresh(name):
             publisher = self.start_publisher(filler, mode)
@@ -1183,12 +1327,12 @@ class Bench:
             # Record during the warm-up too, so the load generators' recording path is compiled
             # (V8's optimizing compiler shares core 1) before the measured window, not in it.
             self.reset(samples=True)
-            time.sleep(a.lat_warmup_s)
+            time.sleep(a.lat_warmup_s)  # the warm-up window
             self.reset(samples=True)
             metrics_before = self.gateway.metrics()
             meter = Meter(self.pids()).start()
             with Sampler(self.pids()) as sampler:
-                time.sleep(a.lat_s)
+                time.sleep(a.lat_s)  # the measured window
             updates, nbytes, latency, totals = self.collect()
             meter.stop()
             gateway_view = publish_to_send(metrics_before, self.gateway.metrics())
@@ -1202,12 +1346,14 @@ class Bench:
             "opened": opened["ok"],
             "target_publish_rate": rate,
             "publish_rate": ran["rate"],
+            "publisher_behind": ran["behind"],
             "deliveries_per_s": updates / meter.wall_s,
             "delivery_ratio": updates / meter.wall_s / expected if expected else 0.0,
             "frame_bytes": nbytes / updates if updates else 0,
             "latency": summary,
-            "gateway_cpu_share": meter.share("gateway"),
-            "gateway_us_per_delivery": meter.cpu_s["gateway"] / max(1, updates) * 1e6,
+            f"{server}_cpu_share": meter.share(server),
+            f"{server}_us_per_delivery": meter.cpu_s[server] / max(1, updates) * 1e6,
+            "core0_softirq_share": meter.softirq_share(GATEWAY_CORE),
             "core1_share": meter.core_share(LOAD_CORE),
             "loadgen_share": self.loadgen_cpu(meter) / meter.wall_s,
             "redis_share": meter.share("redis"),
@@ -1215,6 +1361,7 @@ class Bench:
             "publisher_share": meter.share("publisher"),
             "foreign_share": meter.foreign_share(),
             "client_errors": totals["errors"],
+            "failures": totals["failures"],
             "stalls": stalls(self.worst_per_100ms, sampler.foreign),
             "undisturbed": undisturbed(self.samples_per_100ms, sampler.foreign, a.quiet_share),
             "foreign_per_100ms": sampler.foreign,
@@ -1232,10 +1379,11 @@ class Bench:
             ],
             "loadgen_gc_total_ms": round(self.loadgen_gc_total_ms, 1),
         }
+        result = self.figures("latency", result)
         log(
             f"latency {name}: p50 {summary['p50_ms']:.2f} ms, p99 {summary['p99_ms']:.2f} ms, "
             f"p99.9 {summary['p999_ms']:.2f} ms; publish {ran['rate']:.0f}/s of {rate:.0f}; "
-            f"gateway {meter.share('gateway'):.0%}, core 1 {meter.core_share(LOAD_CORE):.0%}"
+            f"{self.latency_detail(result)}"
         )
         if quiet := result["undisturbed"]:
             log(
@@ -1304,24 +1452,10 @@ class Bench:
     def run(self) -> Json:
         a = self.args
         self.results["machine"] = machine()
+        self.results.update(self.about())
         self.results["settings"] = {k: v for k, v in vars(a).items() if k != "func"}
-        scenarios = a.scenarios
         try:
-            if "idle" in scenarios:
-                self.results["idle"] = self.run_idle()
-            if "throughput" in scenarios:
-                self.results["throughput"] = self.run_throughput()
-            if "latency" in scenarios:
-                for mode in a.lat_own_modes:
-                    self.results[f"latency_own_{mode}"] = self.run_latency(
-                        f"own-{mode}", a.lat_clients, a.lat_clients, mode
-                    )
-                self.results["latency_shared"] = self.run_latency(
-                    "shared", a.lat_shared_clients, a.lat_shared_jobs, a.publisher_mode
-                )
-            if "storm" in scenarios:
-                for mode in a.storm_mode:
-                    self.results[f"storm_{mode}"] = self.run_storm(mode)
+            self.run_scenarios()
         finally:
             self.stop_clients()
             self.gateway.stop()
@@ -1453,6 +1587,21 @@ def _merge_summaries(opened: Sequence[Json]) -> Json:
     return dict(worst)
 
 
+def _after_full_gc(before: Json | None, after: Json | None, ok: int) -> Json:
+    """Per connection, the server's RSS and heap between two of its own readings taken after a
+    full GC (``Gateway.stats(gc=True)``): live data only, where a server offers such readings."""
+    if before is None or after is None:
+        return {}
+    return {
+        "rss_per_connection_after_gc_kib": (after["rss"] - before["rss"]) / max(1, ok) / 1024,
+        "heap_used_per_connection_kib": (after["heap_used"] - before["heap_used"])
+        / max(1, ok)
+        / 1024,
+        "before_gc": before,
+        "after_gc": after,
+    }
+
+
 def _slope(points: Sequence[tuple[int, int]]) -> float | None:
     if len(points) < 2:
         return None
@@ -1534,11 +1683,37 @@ def machine() -> Json:
 # -- report ------------------------------------------------------------------------------------
 
 
-def report(results: Json) -> str:
-    lines = ["| measure | result |", "|---|---|"]
+class Table:
+    """A Markdown table of measures, one row at a time: ``| measure | <header> |``."""
 
-    def row(name: str, value: str) -> None:
-        lines.append(f"| {name} | {value} |")
+    def __init__(self, header: str) -> None:
+        self.lines = [f"| measure | {header} |", "|---|---|"]
+
+    def row(self, name: str, value: str) -> None:
+        self.lines.append(f"| {name} | {value} |")
+
+    def latency(self, label: str, lat: Json, shares: str) -> None:
+        """A latency run's rows: all windows (``shares`` ends it), then the quiet ones."""
+        s = lat["latency"]
+        self.row(
+            f"{label} ({lat['clients']:,} clients / {lat['jobs']:,} jobs)",
+            f"p50 {s['p50_ms']:.2f} / p99 {s['p99_ms']:.2f} / p99.9 {s['p999_ms']:.2f} ms; "
+            f"publish {lat['publish_rate']:,.0f}/s of {lat['target_publish_rate']:,.0f}; {shares}",
+        )
+        if (quiet := lat.get("undisturbed")) and quiet.get("n"):
+            self.row(
+                f"{label}, quiet windows ({quiet['windows_kept']}/{quiet['windows_total']})",
+                f"p50 {quiet['p50_ms']:.2f} / p99 {quiet['p99_ms']:.2f} / p99.9 "
+                f"{quiet['p999_ms']:.2f} ms",
+            )
+
+    def __str__(self) -> str:
+        return "\n".join(self.lines)
+
+
+def report(results: Json) -> str:
+    table = Table("result")
+    row = table.row
 
     if idle := results.get("idle"):
         row(
@@ -1574,19 +1749,8 @@ def report(results: Json) -> str:
         ("latency_shared", "latency, shared jobs"),
     ):
         if lat := results.get(key):
-            s = lat["latency"]
-            row(
-                f"{label} ({lat['clients']:,} clients / {lat['jobs']:,} jobs)",
-                f"p50 {s['p50_ms']:.2f} / p99 {s['p99_ms']:.2f} / p99.9 {s['p999_ms']:.2f} ms; "
-                f"publish {lat['publish_rate']:,.0f}/s of {lat['target_publish_rate']:,.0f}; "
-                f"gateway {lat['gateway_cpu_share']:.0%}, core 1 {lat['core1_share']:.0%}",
-            )
-            if (quiet := lat.get("undisturbed")) and quiet.get("n"):
-                row(
-                    f"{label}, quiet windows ({quiet['windows_kept']}/{quiet['windows_total']})",
-                    f"p50 {quiet['p50_ms']:.2f} / p99 {quiet['p99_ms']:.2f} / p99.9 "
-                    f"{quiet['p999_ms']:.2f} ms",
-                )
+            shares = f"gateway {lat['gateway_cpu_share']:.0%}, core 1 {lat['core1_share']:.0%}"
+            table.latency(label, lat, shares)
     for mode in ("drop", "restart"):
         if storm := results.get(f"storm_{mode}"):
             row(
@@ -1597,26 +1761,71 @@ def report(results: Json) -> str:
                 f"{storm['subscribe_retries']}; delivered after "
                 f"{storm['delivered_after']:,}/{storm['clients']:,}",
             )
-    return "\n".join(lines)
+    return str(table)
 
 
 # -- command line --------------------------------------------------------------------------------
+
+
+def add_run_args(parser: argparse.ArgumentParser, scenarios: Sequence[str]) -> None:
+    """The options every benchmark built on ``Bench`` starts with."""
+    parser.add_argument(
+        "--scenarios",
+        nargs="+",
+        choices=scenarios,
+        default=list(scenarios),
+        help="which scenarios to run (all)",
+    )
+    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
+    parser.add_argument("--json", help="write every figure to this file")
+    parser.add_argument("--loadgens", type=int, default=4, help="Node load generator processes")
+
+
+def add_idle_args(g: argparse._ArgumentGroup, clients: int) -> None:
+    g.add_argument("--idle-clients", type=int, default=clients)
+    g.add_argument("--idle-steps", type=int, default=4, help="RSS read after each of N chunks")
+    g.add_argument("--idle-hold-s", type=float, default=25.0)
+
+
+def add_throughput_args(
+    g: argparse._ArgumentGroup,
+    *,
+    start_help: str,
+    factor_help: str,
+    max_steps: int,
+    max_steps_help: str | None = None,
+    fixed_rates: Sequence[float] | None = None,
+) -> None:
+    """The throughput options; ``fixed_rates`` offers ``--tp-rates`` (``Bench.fixed_rates``)."""
+    g.add_argument("--tp-clients", type=int, default=2_000)
+    g.add_argument("--tp-jobs", type=int, default=20)
+    if fixed_rates is not None:
+        g.add_argument(
+            "--tp-rates",
+            type=float,
+            nargs="*",
+            default=list(fixed_rates),
+            help="fixed publish rates measured first (per s)",
+        )
+    g.add_argument("--tp-start-rate", type=float, default=100.0, help=start_help)
+    g.add_argument("--tp-factor", type=float, default=1.35, help=factor_help)
+    g.add_argument("--tp-max-steps", type=int, default=max_steps, help=max_steps_help)
+    g.add_argument("--tp-warmup-s", type=float, default=2.0)
+    g.add_argument("--tp-step-s", type=float, default=8.0)
+
+
+def add_latency_sizes(g: argparse._ArgumentGroup) -> None:
+    g.add_argument("--lat-clients", type=int, default=1_000, help="each on its own job")
+    g.add_argument("--lat-shared-clients", type=int, default=2_000)
+    g.add_argument("--lat-shared-jobs", type=int, default=20)
+    g.add_argument("--lat-rate", type=float, default=10.0, help="updates/s per job")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Fan-out benchmark of progress-gateway (see docs/performance.md)."
     )
-    parser.add_argument(
-        "--scenarios",
-        nargs="+",
-        choices=SCENARIOS,
-        default=list(SCENARIOS),
-        help="which scenarios to run (all)",
-    )
-    parser.add_argument("--quick", action="store_true", help="small sizes: a smoke run")
-    parser.add_argument("--json", help="write every figure to this file")
-    parser.add_argument("--loadgens", type=int, default=4, help="Node load generator processes")
+    add_run_args(parser, SCENARIOS)
     parser.add_argument(
         "--open-concurrency",
         type=int,
@@ -1648,25 +1857,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--wait-idle-s", type=float, default=0.0, help="wait for a quiet machine")
     parser.add_argument("--quiet-share", type=float, default=0.10, help="'quiet': others below")
-    g = parser.add_argument_group("idle")
-    g.add_argument("--idle-clients", type=int, default=20_000)
-    g.add_argument("--idle-steps", type=int, default=4, help="RSS read after each of N chunks")
-    g.add_argument("--idle-hold-s", type=float, default=25.0)
+    add_idle_args(parser.add_argument_group("idle"), 20_000)
     g = parser.add_argument_group("throughput")
-    g.add_argument("--tp-clients", type=int, default=2_000)
-    g.add_argument("--tp-jobs", type=int, default=20)
-    g.add_argument("--tp-start-rate", type=float, default=100.0, help="publishes/s, first step")
-    g.add_argument("--tp-factor", type=float, default=1.35, help="rate growth per step")
-    g.add_argument("--tp-max-steps", type=int, default=14)
-    g.add_argument("--tp-warmup-s", type=float, default=2.0)
-    g.add_argument("--tp-step-s", type=float, default=8.0)
+    add_throughput_args(
+        g, start_help="publishes/s, first step", factor_help="rate growth per step", max_steps=14
+    )
     g.add_argument("--profile", help="py-spy the gateway at the peak rate; files PATH.{txt,svg}")
     g.add_argument("--profile-s", type=int, default=15)
     g = parser.add_argument_group("latency")
-    g.add_argument("--lat-clients", type=int, default=1_000, help="each on its own job")
-    g.add_argument("--lat-shared-clients", type=int, default=2_000)
-    g.add_argument("--lat-shared-jobs", type=int, default=20)
-    g.add_argument("--lat-rate", type=float, default=10.0, help="updates/s per job")
+    add_latency_sizes(g)
     g.add_argument(
         "--lat-own-modes",
         nargs="+",
@@ -1683,17 +1882,65 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def apply_quick(args: argparse.Namespace) -> None:
-    args.idle_clients = min(args.idle_clients, 2_000)
+def shrink_quick(args: argparse.Namespace, *, idle_clients: int, tp_max_steps: int) -> None:
+    """``--quick``: the sizes of the scenarios every ``Bench`` runs, cut down for a smoke run."""
+    args.idle_clients = min(args.idle_clients, idle_clients)
     args.idle_hold_s = min(args.idle_hold_s, 3.0)
     args.tp_clients, args.tp_jobs = min(args.tp_clients, 400), min(args.tp_jobs, 20)
-    args.tp_step_s, args.tp_max_steps = min(args.tp_step_s, 3.0), min(args.tp_max_steps, 4)
+    args.tp_step_s = min(args.tp_step_s, 3.0)
+    args.tp_max_steps = min(args.tp_max_steps, tp_max_steps)
     args.tp_warmup_s = min(args.tp_warmup_s, 1.0)
     args.lat_clients = min(args.lat_clients, 200)
     args.lat_shared_clients = min(args.lat_shared_clients, 400)
     args.lat_s, args.lat_warmup_s = min(args.lat_s, 5.0), min(args.lat_warmup_s, 1.0)
+
+
+def apply_quick(args: argparse.Namespace) -> None:
+    shrink_quick(args, idle_clients=2_000, tp_max_steps=4)
     args.storm_clients = min(args.storm_clients, 1_000)
     args.profile_s = min(args.profile_s, 5)
+
+
+def fit_host(args: argparse.Namespace, reserve: int) -> int:
+    """Say so if this is not the 2-core layout; raise RLIMIT_NOFILE and fit ``--idle-clients``
+    under it, ``reserve`` descriptors kept for the server's own. Returns the limit."""
+    if os.cpu_count() != 2:
+        log(f"this machine has {os.cpu_count()} cores; the layout assumes 2 (cores 0 and 1)")
+    nofile = raise_nofile()
+    if args.idle_clients > nofile - reserve:
+        log(
+            f"idle: {args.idle_clients} connections do not fit RLIMIT_NOFILE {nofile}; "
+            f"using {nofile - reserve}"
+        )
+        args.idle_clients = nofile - reserve
+    return nofile
+
+
+def run_bench(kind: type[Bench], args: argparse.Namespace, prefix: str) -> Json:
+    """``kind(args, work).run()`` from core 1, its logs in a temporary directory (their tails
+    printed if it fails)."""
+    os.sched_setaffinity(0, {LOAD_CORE})
+    with tempfile.TemporaryDirectory(prefix=prefix) as tmp:
+        work = Path(tmp)
+        log(f"logs in {work}")
+        bench = kind(args, work)
+        try:
+            return bench.run()
+        except BaseException:
+            for name in (f"{kind.SERVER}.log", "publisher.log", "loadgen0.log"):
+                path = work / name
+                if path.exists():
+                    log(f"--- {name} (tail) ---\n{path.read_text(errors='replace')[-3000:]}")
+            raise
+
+
+def finish(args: argparse.Namespace, results: Json, tables: str) -> int:
+    """Print the tables; write every figure to ``--json`` if asked."""
+    print(tables)
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
+        log(f"wrote {args.json}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1704,38 +1951,12 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.quick:
         apply_quick(args)
-    if os.cpu_count() != 2:
-        log(f"this machine has {os.cpu_count()} cores; the layout assumes 2 (cores 0 and 1)")
     sys.path.insert(0, str(ROOT))
-    nofile = raise_nofile()
     # The gateway needs one descriptor per connection plus its listener, Redis connections,
     # stdio and the interpreter's own files.
-    if args.idle_clients > nofile - FD_RESERVE:
-        log(
-            f"idle: {args.idle_clients} connections do not fit RLIMIT_NOFILE {nofile}; "
-            f"using {nofile - FD_RESERVE}"
-        )
-        args.idle_clients = nofile - FD_RESERVE
-    args.nofile = nofile
-    os.sched_setaffinity(0, {LOAD_CORE})
-    with tempfile.TemporaryDirectory(prefix="pgw-fanout-") as tmp:
-        work = Path(tmp)
-        log(f"logs in {work}")
-        bench = Bench(args, work)
-        try:
-            results = bench.run()
-        except BaseException:
-            for name in ("gateway.log", "publisher.log", "loadgen0.log"):
-                path = work / name
-                if path.exists():
-                    log(f"--- {name} (tail) ---\n{path.read_text(errors='replace')[-3000:]}")
-            raise
-    table = report(results)
-    print(table)
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=2, default=str))
-        log(f"wrote {args.json}")
-    return 0
+    args.nofile = fit_host(args, FD_RESERVE)
+    results = run_bench(Bench, args, "pgw-fanout-")
+    return finish(args, results, report(results))
 
 
 if __name__ == "__main__":

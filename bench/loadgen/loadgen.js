@@ -16,132 +16,25 @@
 //   {"cmd":"exit"}
 //
 // Latency: the publisher puts time.time_ns() (CLOCK_REALTIME) at the start of the snapshot's
-// "message"; a client computes receive - publish with the same clock. Date.now() only has ms
-// resolution, so the process calibrates once: it spins until Date.now() ticks to a new
-// millisecond and pins performance.now() (monotonic, sub-µs) to that instant.
+// "message"; a client computes receive - publish with the same clock, calibrated once at start
+// (common.js: the clock, histogram, samples, recorder and the command plumbing, shared with the
+// Socket.IO peer's load generator and publisher in bench/peers/socketio).
 "use strict";
 
-const readline = require("node:readline");
-const { performance, PerformanceObserver } = require("node:perf_hooks");
 const WebSocket = require("ws");
-
-// -- clock ---------------------------------------------------------------------------------------
-
-function calibrate() {
-  // Several tick edges; keep the earliest-observed offset (least delayed by the spin loop).
-  let best = -Infinity;
-  for (let i = 0; i < 5; i++) {
-    const start = Date.now();
-    let now;
-    let mono;
-    do {
-      now = Date.now();
-      mono = performance.now();
-    } while (now === start);
-    // At the edge the wall clock is exactly `now` ms; any delay in observing it makes the
-    // offset smaller, so the largest offset seen is the most accurate.
-    const offset = now * 1e6 - mono * 1e6;
-    if (offset > best) best = offset;
-  }
-  return best;
-}
-
-const CLOCK_OFFSET_NS = calibrate();
-const nowNs = () => CLOCK_OFFSET_NS + performance.now() * 1e6;
-
-// -- histogram: exact below 2048 µs, then 1/1024 relative precision ------------------------------
-
-class Histogram {
-  constructor() {
-    this.counts = new Map();
-    this.n = 0;
-    this.negative = 0;
-    this.max = 0;
-  }
-  record(us) {
-    if (us < 0) {
-      this.negative++;
-      us = 0;
-    }
-    let v = Math.floor(us);
-    let shift = 0;
-    while (v >= 2048) {
-      v >>>= 1;
-      shift++;
-    }
-    const key = v * 2 ** shift;
-    this.counts.set(key, (this.counts.get(key) || 0) + 1);
-    this.n++;
-    if (us > this.max) this.max = us;
-  }
-  toJSON() {
-    return { counts: Object.fromEntries(this.counts), n: this.n, negative: this.negative, max: this.max };
-  }
-}
+const common = require("./common.js");
+const { nowNs, Histogram, Recorder, send, bye, serve } = common;
+const { failures, fail, clients, target, localAddress, openClients } = common;
 
 // -- state ---------------------------------------------------------------------------------------
 
 const UPDATE_PREFIX = Buffer.from('{"op":"update"');
 const ACK_MARK = Buffer.from('"op":"ack"');
 const ERROR_PREFIX = Buffer.from('{"op":"error"');
-const MESSAGE_MARK = Buffer.from('"message":"');
 
-let url = "";
-let localAddresses = ["127.0.0.1"];
-let clients = [];
-let recording = false;
-let latency = new Histogram();
-let timeline = new Map();
-// The load generator's own GC pauses (ms) per 100 ms slot: a pause delays every receive
-// timestamp behind it, so a latency spike that lines up with one is the instrument's, not the
-// server's.
-let gcPauses = new Map();
-let gcTotalMs = 0;
-new PerformanceObserver((list) => {
-  for (const entry of list.getEntries()) {
-    const endNs = CLOCK_OFFSET_NS + (entry.startTime + entry.duration) * 1e6;
-    const slot = Math.floor(endNs / 1e8);
-    gcPauses.set(slot, (gcPauses.get(slot) || 0) + entry.duration);
-    gcTotalMs += entry.duration;
-  }
-}).observe({ entryTypes: ["gc"] });
-// Every latency (µs) with its 100 ms slot, when asked to keep them. Typed arrays, grown by
-// doubling: their memory is outside V8's heap, so keeping 10^5–10^6 samples does not set off the
-// major GCs (10–23 ms pauses) that plain arrays of numbers did in the middle of measuring.
-class Samples {
-  constructor(capacity = 1 << 18) {
-    this.slots = new Float64Array(capacity); // slots since the epoch exceed 2^31
-    this.values = new Float32Array(capacity);
-    this.n = 0;
-  }
-  push(slot, us) {
-    if (this.n === this.values.length) {
-      const slots = new Float64Array(this.n * 2);
-      const values = new Float32Array(this.n * 2);
-      slots.set(this.slots);
-      values.set(this.values);
-      this.slots = slots;
-      this.values = values;
-    }
-    this.slots[this.n] = slot;
-    this.values[this.n++] = us;
-  }
-  toJSON() {
-    const bySlot = {};
-    for (let i = 0; i < this.n; i++) {
-      (bySlot[this.slots[i]] ||= []).push(Math.round(this.values[i]));
-    }
-    return bySlot;
-  }
-}
-let samples = new Samples();
-let keepSamples = false;
-let updates = 0;
-let updateBytes = 0;
-let errorsReceived = 0;
+const rec = new Recorder();
 let openSockets = 0;
 let closesSeen = 0;
-const failures = {};
 
 // Reconnect bookkeeping (storm / restart).
 let reconnecting = false;
@@ -151,14 +44,6 @@ let lastAckNs = 0;
 let retries = 0;
 let subscribeRetries = 0;
 let stormDone = null;
-
-function send(obj) {
-  process.stdout.write(JSON.stringify(obj) + "\n");
-}
-
-function fail(reason) {
-  failures[reason] = (failures[reason] || 0) + 1;
-}
 
 class Client {
   constructor(index, token, jobs) {
@@ -179,9 +64,9 @@ class Client {
   connect() {
     this.acked = false;
     this.subscribeFailed = false;
-    const ws = new WebSocket(`${url}?token=${this.token}`, {
+    const ws = new WebSocket(`${target.url}?token=${this.token}`, {
       perMessageDeflate: false,
-      localAddress: localAddresses[this.index % localAddresses.length],
+      localAddress: localAddress(this.index),
       handshakeTimeout: 60000,
       // The server is ours and sends JSON text; skipping validation keeps the client cheap.
       skipUTF8Validation: true,
@@ -207,30 +92,7 @@ class Client {
   onMessage(data, isBinary) {
     if (isBinary) return;
     if (data.compare(UPDATE_PREFIX, 0, UPDATE_PREFIX.length, 0, UPDATE_PREFIX.length) === 0) {
-      if (!recording || !this.acked) return;
-      const received = nowNs();
-      updates++;
-      updateBytes += data.length;
-      const at = data.indexOf(MESSAGE_MARK);
-      if (at < 0) return;
-      let end = at + MESSAGE_MARK.length;
-      let ns = 0;
-      let digits = 0;
-      for (let c = data[end]; c >= 48 && c <= 57; c = data[++end]) {
-        ns = ns * 10 + (c - 48);
-        digits++;
-      }
-      if (digits >= 18) {
-        const us = (received - ns) / 1000;
-        latency.record(us);
-        // Worst latency per 100 ms of receive time: shows periodic stalls (GC, resync, …).
-        const slot = Math.floor(received / 1e8);
-        const worst = timeline.get(slot);
-        if (worst === undefined || us > worst) timeline.set(slot, us);
-        if (keepSamples) {
-          samples.push(slot, us);
-        }
-      }
+      if (rec.recording && this.acked) rec.frame(data);
       return;
     }
     if (!this.acked && data.indexOf(ACK_MARK) >= 0) {
@@ -256,11 +118,11 @@ class Client {
       return;
     }
     if (data.compare(ERROR_PREFIX, 0, ERROR_PREFIX.length, 0, ERROR_PREFIX.length) === 0) {
-      errorsReceived++;
+      rec.errors++;
       const code = /"code":"([a-z_]+)"/.exec(data.toString());
       fail(`error_${code ? code[1] : "unknown"}`);
       if (!this.acked) this.subscribeFailed = true;
-      if (errorsReceived <= 3) process.stderr.write(`loadgen: server error frame: ${data}\n`);
+      if (rec.errors <= 3) process.stderr.write(`loadgen: server error frame: ${data}\n`);
     }
   }
 
@@ -310,82 +172,16 @@ class Client {
 // -- commands ------------------------------------------------------------------------------------
 
 function open(cmd) {
-  url = cmd.url;
-  if (cmd.local_addresses && cmd.local_addresses.length) localAddresses = cmd.local_addresses;
-  const base = clients.length;
-  const fresh = cmd.clients.map(([token, jobs], i) => new Client(base + i, token, jobs));
-  clients = clients.concat(fresh);
-  const concurrency = cmd.concurrency || 200;
-  const started = performance.now();
-  let next = 0;
-  let inFlight = 0;
-  let ok = 0;
-  let failed = 0;
-  const connectTimes = new Histogram();
-  const launch = () => {
-    while (inFlight < concurrency && next < fresh.length) {
-      const client = fresh[next++];
-      inFlight++;
-      const t0 = performance.now();
-      client.onAck = (success = true) => {
-        inFlight--;
-        if (success) {
-          ok++;
-          connectTimes.record((performance.now() - t0) * 1000);
-        } else {
-          failed++;
-        }
-        if (ok + failed === fresh.length) {
-          send({
-            ev: "opened",
-            ok,
-            failed,
-            seconds: (performance.now() - started) / 1000,
-            connect_us: connectTimes.toJSON(),
-            failures,
-          });
-        } else {
-          launch();
-        }
-      };
-      client.connect();
-    }
-  };
-  if (fresh.length === 0) send({ ev: "opened", ok: 0, failed: 0, seconds: 0, failures });
-  launch();
+  openClients(cmd, (index, token, jobs) => new Client(index, token, jobs));
 }
 
 function stats() {
-  send({
-    ev: "stats",
-    updates,
-    update_bytes: updateBytes,
-    errors: errorsReceived,
+  rec.stats({
     open: openSockets,
     acked: clients.reduce((n, c) => n + (c.acked ? 1 : 0), 0),
     closes: closesSeen,
     subscribe_retries: subscribeRetries,
-    latency_us: latency.toJSON(),
-    worst_per_100ms: Object.fromEntries(timeline),
-    gc_ms_per_100ms: Object.fromEntries(gcPauses),
-    gc_total_ms: gcTotalMs,
-    samples_per_100ms: keepSamples ? samples.toJSON() : undefined,
-    failures,
   });
-}
-
-function reset(cmd) {
-  latency = new Histogram();
-  timeline = new Map();
-  gcPauses = new Map();
-  gcTotalMs = 0;
-  samples = new Samples();
-  keepSamples = Boolean(cmd && cmd.samples);
-  updates = 0;
-  updateBytes = 0;
-  errorsReceived = 0;
-  recording = true;
-  send({ ev: "reset" });
 }
 
 function beginReconnect(kind) {
@@ -440,37 +236,14 @@ function expectRestart() {
   send({ ev: "armed", start_ns: startNs });
 }
 
-const rl = readline.createInterface({ input: process.stdin });
-rl.on("line", (line) => {
-  if (!line.trim()) return;
-  const cmd = JSON.parse(line);
-  switch (cmd.cmd) {
-    case "open":
-      open(cmd);
-      break;
-    case "reset":
-      reset(cmd);
-      break;
-    case "stats":
-      stats();
-      break;
-    case "storm":
-      storm();
-      break;
-    case "expect_restart":
-      expectRestart();
-      break;
-    case "clock":
-      send({ ev: "clock", ns: nowNs() });
-      break;
-    case "exit":
-      for (const client of clients) if (client.ws) client.ws.terminate();
-      send({ ev: "bye" });
-      setTimeout(() => process.exit(0), 50);
-      break;
-    default:
-      send({ ev: "error", message: `unknown command ${cmd.cmd}` });
-  }
+serve({
+  open,
+  reset: (cmd) => rec.reset(cmd),
+  stats,
+  storm,
+  expect_restart: expectRestart,
+  exit: () => {
+    for (const client of clients) if (client.ws) client.ws.terminate();
+    bye();
+  },
 });
-rl.on("close", () => process.exit(0));
-send({ ev: "hello", pid: process.pid, clock_offset_ns: CLOCK_OFFSET_NS });

@@ -10,8 +10,8 @@
 // its `message` starts with the publish time in ns (CLOCK_REALTIME) followed by padding, as
 // bench/fanout.py's publisher builds it.
 //
-// Clock: Date.now() has ms resolution, so, like bench/loadgen/loadgen.js, the process spins until
-// Date.now() ticks to a new millisecond and pins performance.now() to that edge.
+// Clock: bench/loadgen/common.js's, calibrated to CLOCK_REALTIME as the load generators' is; the
+// command plumbing is common.js's too.
 //
 // Commands (stdin, one JSON object per line), answers on stdout (the protocol of fanout.py's
 // Python publisher, so the orchestrator drives both alike):
@@ -22,10 +22,10 @@
 //   {"cmd":"exit"}
 "use strict";
 
-const readline = require("node:readline");
 const { performance } = require("node:perf_hooks");
 const { Emitter } = require("@socket.io/redis-emitter");
 const { createClient } = require("redis");
+const common = require("../../loadgen/common.js");
 
 function arg(name, fallback) {
   const at = process.argv.indexOf(`--${name}`);
@@ -38,27 +38,8 @@ const snapshotBytes = Number(arg("snapshot-bytes", "300"));
 // behind (and says so) instead of queueing without bound in the client.
 const inflightLimit = Number(arg("inflight", "20000"));
 
-function calibrate() {
-  let best = -Infinity;
-  for (let i = 0; i < 5; i++) {
-    const start = Date.now();
-    let now;
-    let mono;
-    do {
-      now = Date.now();
-      mono = performance.now();
-    } while (now === start);
-    const offset = now * 1e6 - mono * 1e6;
-    if (offset > best) best = offset;
-  }
-  return best;
-}
-const CLOCK_OFFSET_NS = calibrate();
-const nowNs = () => Math.round(CLOCK_OFFSET_NS + performance.now() * 1e6);
-
-function send(obj) {
-  process.stdout.write(JSON.stringify(obj) + "\n");
-}
+const nowNs = () => Math.round(common.nowNs());
+const send = common.send;
 
 // -- snapshots -----------------------------------------------------------------------------------
 
@@ -198,27 +179,18 @@ async function main() {
   }
 
   // Commands run one after another, in order.
-  let chain = Promise.resolve();
-  const rl = readline.createInterface({ input: process.stdin });
-  rl.on("line", (line) => {
-    if (!line.trim()) return;
-    const cmd = JSON.parse(line);
-    chain = chain.then(async () => {
-      if (cmd.cmd === "run") {
-        send(await paced(cmd.jobs, cmd.rate, cmd.seconds));
-      } else if (cmd.cmd === "once") {
-        send(await once(cmd.jobs));
-      } else if (cmd.cmd === "exit") {
+  common.serve(
+    {
+      run: async (cmd) => send(await paced(cmd.jobs, cmd.rate, cmd.seconds)),
+      once: async (cmd) => send(await once(cmd.jobs)),
+      exit: async () => {
         await client.quit();
         send({ ev: "bye" });
         process.exit(0);
-      } else {
-        send({ ev: "error", message: `unknown command ${cmd.cmd}` });
-      }
-    });
-  });
-  rl.on("close", () => process.exit(0));
-  send({ ev: "hello", pid: process.pid, clock_offset_ns: CLOCK_OFFSET_NS });
+      },
+    },
+    { serial: true },
+  );
 }
 
 main().catch((err) => {
