@@ -784,21 +784,6 @@ class Bench:
 
     # The server's name among the metered processes, in the figures' keys and in the logs.
     SERVER = "gateway"
-    # Figures a scenario leaves out of its result, by kind ("step", "throughput", "latency",
-    # "idle"): each benchmark's JSON keeps the keys it has always had, so that runs compare
-    # across sessions, and the peer reports a few that this script never has.
-    OMIT: dict[str, frozenset[str]] = {
-        "step": frozenset({"failures"}),
-        "throughput": frozenset(
-            {"fixed_steps", "peak_gateway_cpu_share", "peak_core1_share", "foreign_share_max"}
-        ),
-        "latency": frozenset({"publisher_behind", "core0_softirq_share", "failures"}),
-    }
-    # throughput: also end the ramp when core 1 is full and deliveries fall behind.
-    STOP_ON_CORE1 = False
-    # idle: the server's RSS at the end is read after the liveness update (else right after the
-    # hold, before it).
-    RSS_END_AFTER_LIVENESS = True
 
     def __init__(self, args: argparse.Namespace, work: Path) -> None:
         self.args = args
@@ -897,10 +882,6 @@ class Bench:
         if "storm" in scenarios:
             for mode in a.storm_mode:
                 self.results[f"storm_{mode}"] = self.run_storm(mode)
-
-    def figures(self, kind: str, values: Json) -> Json:
-        omit = self.OMIT.get(kind, frozenset())
-        return {key: value for key, value in values.items() if key not in omit}
 
     # -- processes -------------------------------------------------------------------------------
 
@@ -1103,15 +1084,13 @@ class Bench:
             hold = Meter(self.pids()).start()
             time.sleep(a.idle_hold_s)
             hold.stop()
-            rss_end = proc_rss(self.gateway.pid)
             self.reset()
             _, _, _, totals = self.collect()
             self.reset()
             log("idle: one update per job")
             publisher.ask({"cmd": "once", "jobs": plan.jobs}, "once", timeout=600)
             delivered = self.wait_delivered(totals["acked"] - len(warm.clients), 60)
-            if self.RSS_END_AFTER_LIVENESS:
-                rss_end = proc_rss(self.gateway.pid)
+            rss_end = proc_rss(self.gateway.pid)
             server_stats = self.gateway.stats()
         per_connection = (rss_after - rss_before) / max(1, ok)
         slope = _slope([(s["connections"], s["rss"]) for s in steps])
@@ -1151,7 +1130,7 @@ class Bench:
             f"idle: {ok}/{n} held, {per_connection / 1024:.1f} KiB/connection{gc_note}, "
             f"liveness {delivered}/{n}"
         )
-        return self.figures("idle", result)
+        return result
 
     def run_throughput(self) -> Json:
         a = self.args
@@ -1193,11 +1172,7 @@ class Bench:
                 if step["publish_rate"] < 0.9 * rate:
                     log("throughput: the publisher cannot keep up; stopping the ramp")
                     break
-                if (
-                    self.STOP_ON_CORE1
-                    and step["core1_share"] >= 0.97
-                    and step["delivery_ratio"] < 0.9
-                ):
+                if step["core1_share"] >= 0.97 and step["delivery_ratio"] < 0.9:
                     log("throughput: core 1 (load generators) is saturated; stopping the ramp")
                     break
                 rate *= a.tp_factor
@@ -1231,7 +1206,7 @@ class Bench:
             "profile": profile,
             "foreign_share_max": max(s["foreign_share"] for s in steps),
         }
-        return self.figures("throughput", result)
+        return result
 
     def _throughput_step(self, publisher: Agent, plan: Plan, rate: float, fanout: float) -> Json:
         a = self.args
@@ -1276,7 +1251,7 @@ class Bench:
             "open": totals["open"],
             "failures": totals["failures"],
         }
-        return self.figures("step", step)
+        return step
 
     def _profile(self, publisher: Agent, plan: Plan, rate: float, out: str) -> Json:
         """py-spy (on core 1, non-blocking) on the gateway at a fixed publish rate."""
@@ -1379,7 +1354,6 @@ class Bench:
             ],
             "loadgen_gc_total_ms": round(self.loadgen_gc_total_ms, 1),
         }
-        result = self.figures("latency", result)
         log(
             f"latency {name}: p50 {summary['p50_ms']:.2f} ms, p99 {summary['p99_ms']:.2f} ms, "
             f"p99.9 {summary['p999_ms']:.2f} ms; publish {ran['rate']:.0f}/s of {rate:.0f}; "

@@ -169,15 +169,6 @@ class PeerBench(Bench):
     publisher and the Socket.IO load generators in place of the gateway's."""
 
     SERVER = "server"
-    # The figures this script's JSON has always had: fanout.py's own extras left out.
-    OMIT = {
-        "step": frozenset({"core0_softirq_us_per_delivery"}),
-        "throughput": frozenset({"profile"}),
-        "latency": frozenset({"publisher_mode", "gateway_publish_to_send"}),
-        "idle": frozenset({"connect_ms", "rss_slope_kib", "loadgen_cpu_s_open"}),
-    }
-    STOP_ON_CORE1 = True
-    RSS_END_AFTER_LIVENESS = False
     gateway: SocketIOServer  # Bench's name for the server under test
 
     def make_server(self) -> SocketIOServer:
