@@ -420,13 +420,15 @@ class Gateway:
             env["PYTHONPATH"] = str(self.source)
         return env
 
-    def start(self) -> None:
+    def argv(self) -> list[str]:
         # ``python -m gateway.cli serve`` is what the ``progress-gateway`` script runs; with
         # ``--gateway-src`` the package comes from that directory (e.g. a copy under test).
-        argv = [sys.executable, "-m", "gateway.cli", "serve", "--log-level", self.log_level]
+        return [sys.executable, "-m", "gateway.cli", "serve", "--log-level", self.log_level]
+
+    def start(self) -> None:
         with (self.log_dir / "gateway.log").open("ab") as out:
             self.process = subprocess.Popen(
-                pinned(GATEWAY_CORE, argv),
+                pinned(GATEWAY_CORE, self.argv()),
                 env=self.environment(),
                 cwd=self.source,
                 stdout=out,

@@ -11,10 +11,12 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import logging
+from collections.abc import Awaitable
 from types import FrameType
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.types import Receive, Scope, Send
 
 from gateway import log_redaction
 from gateway.app import create_app
@@ -63,6 +65,7 @@ def uvicorn_config(app: Starlette, settings: Settings, log_level: str) -> uvicor
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         http="httptools" if importlib.util.find_spec("httptools") else "h11",
         lifespan="on",
+        interface="asgi3",  # WebSocketFirst returns awaitables: not detectable as ASGI 3
         # Bounded: uvicorn otherwise waits forever for open handlers (SSE, long-poll).
         timeout_graceful_shutdown=max(1, int(settings.drain_s) + 5),
         log_level=log_level,
@@ -72,16 +75,19 @@ def uvicorn_config(app: Starlette, settings: Settings, log_level: str) -> uvicor
 
 
 class WebSocketFirst:
-    """``/ws`` straight to its endpoint: no Starlette wrapper around every frame sent."""
+    """``/ws`` straight to its endpoint: no Starlette wrapper around every frame sent.
+
+    Not a coroutine function: it returns the endpoint's (or the app's) coroutine for uvicorn to
+    await, so an open WebSocket holds no suspended frame of this router (300 bytes each).
+    """
 
     def __init__(self, app: Starlette) -> None:
         self.app = app
 
-    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] == "websocket" and scope["path"] == "/ws":
-            await websocket_endpoint(scope, receive, send)
-            return
-        await self.app(scope, receive, send)
+            return websocket_endpoint(scope, receive, send)
+        return self.app(scope, receive, send)
 
 
 def serve(settings: Settings, log_level: str = "info") -> None:

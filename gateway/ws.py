@@ -15,7 +15,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from gateway.codes import CloseCode, ErrorCode
 from gateway.errors import GatewayError
@@ -63,10 +63,17 @@ def header(scope: Scope, wanted: bytes) -> str | None:
     return None
 
 
+def text_of(message: Message) -> str:
+    text: str | None = message.get("text")
+    if text is None:
+        data: bytes = message.get("bytes") or b""
+        text = data.decode("utf-8", errors="replace")
+    return text
+
+
 async def websocket_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
     gateway: Gateway = scope["state"]["gateway"]
-    message = await receive()
-    if message["type"] != "websocket.connect":
+    if (await receive())["type"] != "websocket.connect":
         return
     origin = header(scope, b"origin")
     if not gateway.origin_allowed(origin, header(scope, b"host")) or gateway.draining:
@@ -74,11 +81,13 @@ async def websocket_endpoint(scope: Scope, receive: Receive, send: Send) -> None
         logger.warning("WebSocket refused: origin %r not allowed or draining", origin)
         await send({"type": "websocket.close", "code": CloseCode.POLICY})
         return
-    # Read before accepting: the protocol drops the handshake's headers once it is accepted.
+    # Read before accepting: the protocol empties the scope once the connection is accepted.
     token = token_from_scope(scope)
+    write_frame = scope.get("extensions", {}).get(EXTENSION)
     await send({"type": "websocket.accept"})
-    connection = Connection(gateway, receive, send, scope.get("extensions", {}).get(EXTENSION))
-    await connection.run(token)
+    running = Connection(gateway, receive, send, write_frame).run(token)
+    del token  # this frame lives as long as the connection
+    await running
 
 
 class Connection:
@@ -110,6 +119,7 @@ class Connection:
         try:
             if token is not None:
                 await self._perform(self.protocol.authenticate(token))
+                token = None  # this frame lives as long as the connection
             deadline = time.monotonic() + gateway.settings.auth_timeout_s
             while not self._closed:
                 if self.protocol.state is State.AWAITING_AUTH:
@@ -123,11 +133,8 @@ class Connection:
                     message = await self._receive()
                 if message["type"] == "websocket.disconnect":
                     break
-                text = message.get("text")
-                if text is None:
-                    data = message.get("bytes") or b""
-                    text = data.decode("utf-8", errors="replace")
-                await self._perform(self.protocol.receive(text))
+                await self._perform(self.protocol.receive(text_of(message)))
+                del message  # not kept in this frame while the connection waits for the next
         finally:
             self._closed = True
             self.outbox.close()

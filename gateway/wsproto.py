@@ -8,16 +8,18 @@ transport).
 
 Memory: an idle gateway holds tens of thousands of these, so what each keeps counts. uvicorn gives
 every connection an ``asyncio.Queue`` and an ``asyncio.Event`` (four ``deque`` blocks, ~3 KiB);
-here they are a list and a flag with lazily made waiters. The handshake's request, response and
-header lists are dropped once the connection is accepted (websockets' parser generator keeps the
-request alive, so its headers are emptied). Server pings start at a random phase.
+here they are a list and a flag with lazily made waiters. uvicorn's protocol sets more attributes
+than CPython's shared-key instance dicts hold (30), so each instance got a dict of its own
+(1.6 KiB); here every attribute is a slot. The handshake's request, response and scope are
+emptied once the connection is accepted (websockets' parser generator keeps the request alive;
+the query string may hold the token). Server pings start at a random phase.
 """
 
 from __future__ import annotations
 
 import asyncio
 import random
-from typing import Any
+from typing import Any, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
@@ -95,6 +97,48 @@ class WritableFlag:
 
 
 class FrameWriterProtocol(WebSocketsSansIOProtocol):
+    # Every attribute uvicorn's protocol sets (tests/gateway/test_wsproto.py checks that none is
+    # left in an instance dict): a slot is 8 bytes, a dict entry of a 37-key dict ~40.
+    __slots__ = (
+        "app",
+        "app_state",
+        "asgi_version",
+        "client",
+        "close_sent",
+        "close_timeout",
+        "close_timer",
+        "config",
+        "conn",
+        "connections",
+        "curr_msg_data_type",
+        "default_headers",
+        "disconnected",
+        "frames",
+        "handshake_complete",
+        "handshake_initiated",
+        "initial_response",
+        "last_ping_rtt",
+        "logger",
+        "loop",
+        "pending_ping_payload",
+        "ping_interval",
+        "ping_sent_at",
+        "ping_timeout",
+        "ping_timer",
+        "pong_timer",
+        "queue",
+        "read_paused",
+        "request",
+        "response",
+        "root_path",
+        "scheme",
+        "scope",
+        "server",
+        "tasks",
+        "transport",
+        "writable",
+    )
+
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queue = ReceiveQueue()  # type: ignore[assignment]
@@ -121,11 +165,16 @@ class FrameWriterProtocol(WebSocketsSansIOProtocol):
     async def send(self, message: Any) -> None:
         await super().send(message)
         if self.handshake_complete and getattr(self, "response", None) is not None:
-            # The handshake is over: keep neither its request and response nor header lists
-            # for the lifetime of the connection.
+            # The handshake is over: keep neither its request and response nor the scope's
+            # contents for the lifetime of the connection (uvicorn reads the scope only until
+            # then; the endpoint reads what it needs before accepting).
             self.request.headers.clear()
+            self.request.path = ""
             self.request = self.response = None  # type: ignore[assignment]
-            self.scope["headers"] = []
+            scope = cast(dict[str, Any], self.scope)
+            scope_type = scope["type"]
+            scope.clear()
+            scope["type"] = scope_type
 
     def write_frame(self, frame: bytes) -> bool:
         if (
