@@ -2,13 +2,13 @@
 
 The idle scenario of ``bench/fanout.py`` gives RSS per connection; this says what it is made of.
 The gateway runs under tracemalloc (via ``_serve``, below) with the same layout as fanout.py: it
-opens a few warm-up connections (imports and first-use allocations), snapshots, opens ``--clients``
-authenticated and subscribed connections (each on its own job, as in the idle scenario), and
-snapshots again. The difference divided by the connections is printed by allocation site, with
-the RSS difference beside it: tracemalloc sees Python's allocations only, not uvloop's and libuv's
-(``malloc`` from C) nor the allocator's overhead.
+opens a few warm-up connections (imports and first-use allocations), snapshots, opens
+``--idle-clients`` authenticated and subscribed connections (each on its own job, as in the idle
+scenario), and snapshots again. The difference divided by the connections is printed by
+allocation site, with the RSS difference beside it: tracemalloc sees Python's allocations only,
+not uvloop's and libuv's (``malloc`` from C) nor the allocator's overhead.
 
-    .venv/bin/python bench/connection_memory.py --clients 3000 --frames 12
+    .venv/bin/python bench/connection_memory.py --idle-clients 3000 --frames 12
 
 Numbers, not a test; tracemalloc slows the gateway, so its CPU figures mean nothing here.
 """
@@ -22,14 +22,15 @@ import threading
 import time
 import tracemalloc
 from pathlib import Path
+from typing import Any
 
 import fanout
-from fanout import Bench, Gateway, Plan, proc_rss
+from fanout import Bench, Gateway, proc_rss
 
 
-def serve_traced(dump_dir: Path, frames: int, argv: list[str]) -> None:
-    """Run the gateway with tracemalloc on; ``request-N`` in ``dump_dir`` asks for snapshot N."""
-    tracemalloc.start(frames)
+def serve_traced(dump_dir: Path, argv: list[str]) -> None:
+    """Run the gateway (traced from start-up by ``PYTHONTRACEMALLOC``); ``request-N`` in
+    ``dump_dir`` asks for snapshot N."""
 
     def answer_requests() -> None:
         index = 0
@@ -49,21 +50,17 @@ def serve_traced(dump_dir: Path, frames: int, argv: list[str]) -> None:
 
 
 class TracedGateway(Gateway):
-    def __init__(self, *args: object, dump_dir: Path, frames: int) -> None:
-        super().__init__(*args)  # type: ignore[arg-type]
-        self.dump_dir = dump_dir
-        self.frames = frames
+    """The gateway started through ``serve_traced``, its snapshots in its log directory."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.dump_dir = self.log_dir / "tracemalloc"
+        self.dump_dir.mkdir(exist_ok=True)
         self.snapshots = 0
 
     def argv(self) -> list[str]:
-        return [
-            sys.executable,
-            str(Path(__file__).resolve()),
-            "_serve",
-            str(self.dump_dir),
-            str(self.frames),
-            *super().argv()[3:],  # after "-m gateway.cli"
-        ]
+        serve = super().argv()[3:]  # after "python -m gateway.cli"
+        return [sys.executable, str(Path(__file__).resolve()), "_serve", str(self.dump_dir), *serve]
 
     def snapshot(self) -> tracemalloc.Snapshot:
         index = self.snapshots
@@ -78,22 +75,16 @@ class TracedGateway(Gateway):
 
 
 class MemoryBench(Bench):
+    GATEWAY = TracedGateway
+
     def make_server(self) -> Gateway:
-        dump_dir = self.work / "tracemalloc"
-        dump_dir.mkdir()
-        gateway = TracedGateway(
-            self.redis.url,
-            self.work,
-            self.args.gateway_log_level,
-            Path(self.args.gateway_src).resolve(),
-            dump_dir=dump_dir,
-            frames=self.args.frames,
-        )
+        gateway = super().make_server()
+        gateway.extra_env["PYTHONTRACEMALLOC"] = str(self.args.frames)
         return gateway
 
     def run_scenarios(self) -> None:
         a = self.args
-        n = a.clients
+        n = a.idle_clients
         self.flush_store()
         plan = self.new_plan(n, n, "idle")
         warm = self.new_plan(50, 50, "warm")
@@ -104,12 +95,11 @@ class MemoryBench(Bench):
             time.sleep(1.0)
             rss_before = proc_rss(gateway.pid)
             before = gateway.snapshot()
-            opened = self.open_clients(Plan(plan.jobs, plan.owners, plan.clients))
+            opened = self.open_clients(plan)
             time.sleep(2.0)
             rss_after = proc_rss(gateway.pid)
             after = gateway.snapshot()
-        ok = opened["ok"]
-        report(before, after, ok, rss_after - rss_before, a.top, a.group_by)
+        report(before, after, opened["ok"], rss_after - rss_before, a.top, a.group_by)
 
 
 def report(
@@ -138,26 +128,16 @@ def report(
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["_serve"]:
-        serve_traced(Path(argv[1]), int(argv[2]), argv[3:])
+        serve_traced(Path(argv[1]), argv[2:])
         return 0
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--clients", type=int, default=3000)
+    parser.add_argument("--idle-clients", type=int, default=3000, help="connections measured")
     parser.add_argument("--frames", type=int, default=12, help="traceback depth")
-    parser.add_argument("--top", type=int, default=30)
+    parser.add_argument("--top", type=int, default=30, help="allocation sites printed")
     parser.add_argument("--group-by", choices=("lineno", "traceback"), default="traceback")
-    parser.add_argument("--loadgens", type=int, default=2)
-    parser.add_argument("--open-concurrency", type=int, default=64)
-    parser.add_argument("--gateway-log-level", default="warning")
-    parser.add_argument("--gateway-src", default=str(fanout.ROOT))
-    parser.add_argument("--gateway-env", action="append", default=[])
-    parser.add_argument("--wait-idle-s", type=float, default=30.0)
-    parser.add_argument("--quiet-share", type=float, default=0.1)
-    parser.add_argument("--snapshot-bytes", type=int, default=300)
-    parser.add_argument("--publisher-inflight", type=int, default=64)
-    parser.add_argument("--publisher-mode", default="publish")
+    parser.add_argument("--loadgens", type=int, default=2, help="Node load generator processes")
+    fanout.add_gateway_args(parser)
     args = parser.parse_args(argv)
-    args.json = None
-    args.idle_clients = args.clients
     sys.path.insert(0, str(fanout.ROOT))
     args.nofile = fanout.fit_host(args, fanout.FD_RESERVE)
     fanout.run_bench(MemoryBench, args, "pgw-memory-")

@@ -786,6 +786,8 @@ class Bench:
 
     # The server's name among the metered processes, in the figures' keys and in the logs.
     SERVER = "gateway"
+    # The gateway's process (bench/connection_memory.py runs it under tracemalloc).
+    GATEWAY: type[Gateway] = Gateway
 
     def __init__(self, args: argparse.Namespace, work: Path) -> None:
         self.args = args
@@ -804,7 +806,7 @@ class Bench:
 
     def make_server(self) -> Gateway:
         args = self.args
-        gateway = Gateway(
+        gateway = self.GATEWAY(
             self.redis.url, self.work, args.gateway_log_level, Path(args.gateway_src).resolve()
         )
         for setting in args.gateway_env:
@@ -1797,11 +1799,8 @@ def add_latency_sizes(g: argparse._ArgumentGroup) -> None:
     g.add_argument("--lat-rate", type=float, default=10.0, help="updates/s per job")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        description="Fan-out benchmark of progress-gateway (see docs/performance.md)."
-    )
-    add_run_args(parser, SCENARIOS)
+def add_gateway_args(parser: argparse.ArgumentParser) -> None:
+    """The gateway, its clients, its publisher and the quiet-machine wait."""
     parser.add_argument(
         "--open-concurrency",
         type=int,
@@ -1833,6 +1832,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--wait-idle-s", type=float, default=0.0, help="wait for a quiet machine")
     parser.add_argument("--quiet-share", type=float, default=0.10, help="'quiet': others below")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Fan-out benchmark of progress-gateway (see docs/performance.md)."
+    )
+    add_run_args(parser, SCENARIOS)
+    add_gateway_args(parser)
     add_idle_args(parser.add_argument_group("idle"), 20_000)
     g = parser.add_argument_group("throughput")
     add_throughput_args(

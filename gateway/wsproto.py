@@ -172,9 +172,8 @@ class FrameWriterProtocol(WebSocketsSansIOProtocol):
             self.request.path = ""
             self.request = self.response = None  # type: ignore[assignment]
             scope = cast(dict[str, Any], self.scope)
-            scope_type = scope["type"]
             scope.clear()
-            scope["type"] = scope_type
+            scope["type"] = "websocket"  # what Starlette's error handling still looks at
 
     def write_frame(self, frame: bytes) -> bool:
         if (
