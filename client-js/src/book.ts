@@ -3,8 +3,11 @@
  *
  * Every snapshot from every transport passes through `deliver()`, which enforces the client's
  * guarantees in one place: a listener never sees a `seq` lower than or equal to one it has
- * already seen; the terminal snapshot reaches each `watch` listener exactly once, after which
- * that watch is gone. Listener exceptions are reported, never allowed to break delivery.
+ * already seen, unless the gateway says the store went back (a reset: a Redis failover that lost
+ * the last writes, or a forged snapshot with a huge seq); the store is the source of truth, so
+ * its snapshot then replaces the job's state and later seqs count from it. The terminal snapshot
+ * reaches each `watch` listener exactly once, after which that watch is gone. Listener
+ * exceptions are reported, never allowed to break delivery.
  */
 
 import type { ErrorContext, JobCursor, JobSnapshot } from "./types.js";
@@ -122,19 +125,21 @@ export class JobBook {
   }
 
   /**
-   * Accept `job` if it is newer than everything seen of that job, and call its listeners.
-   * Returns `ignored` (stale or duplicate), `accepted`, or `ended` (terminal: the job's watch
-   * is gone, so the caller unsubscribes it).
+   * Accept `job` if it is newer than everything seen of that job, or if it is a `reset` (the
+   * store's current snapshot, below what the client has) that is not the version it has, and
+   * call its listeners. Returns `ignored` (stale or duplicate), `accepted`, or `ended`
+   * (terminal: the job's watch is gone, so the caller unsubscribes it).
    */
-  deliver(job: JobSnapshot): "ignored" | "accepted" | "ended" {
+  deliver(job: JobSnapshot, reset = false): "ignored" | "accepted" | "ended" {
     const known = this.known.get(job.id);
-    if (known !== undefined && job.seq <= known.seq) return "ignored";
+    const replaces = reset && known !== undefined && !sameVersion(known, job);
+    if (known !== undefined && job.seq <= known.seq && !replaces) return "ignored";
     this.remember(job);
     const entries = this.watches.get(job.id);
     const terminal = isTerminal(job);
     if (terminal) this.watches.delete(job.id);
-    if (entries !== undefined) for (const entry of [...entries]) this.callWatch(entry, job);
-    for (const entry of [...this.mine]) this.callMine(entry, job);
+    if (entries !== undefined) for (const entry of [...entries]) this.callWatch(entry, job, replaces);
+    for (const entry of [...this.mine]) this.callMine(entry, job, replaces);
     return terminal && entries !== undefined ? "ended" : "accepted";
   }
 
@@ -170,14 +175,14 @@ export class JobBook {
     }
   }
 
-  private callWatch(entry: WatchEntry, job: JobSnapshot): void {
-    if (job.seq <= entry.seen) return;
+  private callWatch(entry: WatchEntry, job: JobSnapshot, reset = false): void {
+    if (job.seq <= entry.seen && !reset) return;
     entry.seen = job.seq;
     this.call(entry.listener, job);
   }
 
-  private callMine(entry: MineEntry, job: JobSnapshot): void {
-    if (job.seq <= (entry.seen.get(job.id) ?? 0)) return;
+  private callMine(entry: MineEntry, job: JobSnapshot, reset = false): void {
+    if (job.seq <= (entry.seen.get(job.id) ?? 0) && !reset) return;
     entry.seen.set(job.id, job.seq);
     this.call(entry.listener, job);
   }
@@ -193,4 +198,9 @@ export class JobBook {
       });
     }
   }
+}
+
+/** The same version of a job: a reset repeated (resync and resubscribe both found it) is a duplicate. */
+function sameVersion(a: JobSnapshot, b: JobSnapshot): boolean {
+  return a.seq === b.seq && a.updated_at === b.updated_at;
 }

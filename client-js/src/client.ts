@@ -15,7 +15,8 @@
  *   close() from any state ──► closed (nothing reconnects; `connect()` starts again)
  *
  * Every snapshot from every transport goes through one `JobBook`, so listeners only ever see
- * increasing seqs and each watch ends with exactly one terminal snapshot.
+ * increasing seqs (until a reset: the store went back, and its snapshot replaces the client's)
+ * and each watch ends with exactly one terminal snapshot.
  */
 
 import type { JobFeed, FeedContext } from "./feed.js";
@@ -211,8 +212,9 @@ export class ProgressClient extends TypedEventTarget<ClientEventMap> {
 
   // -- delivery ------------------------------------------------------------------------------
 
-  private deliver(job: JobSnapshot): void {
-    const outcome = this.book.deliver(job);
+  /** `reset`: the gateway says the store went back; see `JobBook.deliver`. */
+  private deliver(job: JobSnapshot, reset = false): void {
+    const outcome = this.book.deliver(job, reset);
     if (outcome === "ignored") return;
     this.emit("update", job);
     if (outcome === "ended") this.unfollow(job.id);
@@ -290,7 +292,7 @@ export class ProgressClient extends TypedEventTarget<ClientEventMap> {
         token,
         {
           ready: () => this.onWebSocketReady(connection!, role),
-          update: (job) => this.deliver(job),
+          update: (job, reset) => this.deliver(job, reset),
           error: (frame) => this.onErrorFrame(frame),
           protocolError: (message) => this.emit("error", { code: "transport", message }),
           closed: (event) => this.onWebSocketClosed(connection, role, event),
@@ -472,7 +474,7 @@ export class ProgressClient extends TypedEventTarget<ClientEventMap> {
       seq: (id) => this.book.latest(id)?.seq,
       delay: (attempt) => backoff(attempt, minMs, maxMs, this.settings.random),
       handlers: {
-        update: (job) => this.deliver(job),
+        update: (job, reset) => this.deliver(job, reset),
         failed: (id, error) => this.failJob(id, error),
         working: () => {
           if (this.currentTransport === Transport.Sse) this.sseFailures = 0;

@@ -8,7 +8,8 @@ import { HttpError } from "./http.js";
 import type { ErrorContext, JobSnapshot } from "./types.js";
 
 export interface FeedHandlers {
-  update(job: JobSnapshot): void;
+  /** `reset`: the store went back; `job` replaces what the client has (`JobBook.deliver`). */
+  update(job: JobSnapshot, reset?: boolean): void;
   /** The job cannot be followed (`not_found`, `forbidden`, `bad_request`): stop watching it. */
   failed(jobId: string, error: ErrorContext): void;
   /** The transport failed once (counted by the client to decide on the next fallback). */

@@ -3,6 +3,11 @@
  * `GET /exports/{id}?wait=25` with `If-None-Match: "<seq>"` answers as soon as the job changes,
  * or 304 after the wait. Without a seq yet, a plain `GET /exports/{id}` comes first (the gateway
  * treats a long-poll without `If-None-Match` as "wait for the next change").
+ *
+ * A 200 is the store's current snapshot. One with a seq below the one the request named means
+ * the store went back (failover, a forged seq): it is delivered as a reset and replaces what the
+ * client has. One below what the client has by now, but not below the request's, only lost a
+ * race with another source (`active()`, `get()`) and is dropped as stale.
  */
 
 import type { FeedContext, JobFeed } from "./feed.js";
@@ -38,12 +43,13 @@ export class PollFeed implements JobFeed {
   private async run(): Promise<void> {
     while (!this.stopped) {
       try {
-        const job = await this.poll(this.context.seq(this.jobId));
+        const seq = this.context.seq(this.jobId);
+        const job = await this.poll(seq);
         if (this.stopped) return;
         this.failures = 0;
         this.context.handlers.working();
         if (job !== null) {
-          this.context.handlers.update(job);
+          this.context.handlers.update(job, seq !== undefined && job.seq < seq);
           if (isTerminal(job)) return;
         }
       } catch (error) {

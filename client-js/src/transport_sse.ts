@@ -2,14 +2,16 @@
  * Fallback 1: Server-Sent Events, one `EventSource` per watched job on
  * `GET /exports/{id}/events?token=…` (an EventSource cannot set headers).
  *
- * While a stream is up the EventSource itself reconnects after a network blip and sends
- * `Last-Event-ID` (the `id:` of the last event, which is the job's seq), so nothing is missed.
+ * A stream opens from the newest seq the client has (`?last_event_id=`, which a new EventSource
+ * sends in place of the header it cannot set). While it is up the EventSource itself reconnects
+ * after a network blip and sends `Last-Event-ID` (the `id:` of the last event, which is the
+ * job's seq), so nothing is missed. An `update` event is a newer snapshot; a `reset` event is
+ * the store's snapshot when the store went back below that seq (failover, a forged seq): it
+ * replaces what the client has.
  * When it gives up (an HTTP error: 401, 403, 404, 503, or 204 after the terminal snapshot) the
  * feed asks `GET /exports/{id}` what is wrong: a snapshot is delivered; a 401 refreshes the
  * token and the stream reopens at once; 403/404 end the watch; anything else counts as a
- * transport failure and a new EventSource opens after a backoff delay. A new EventSource cannot
- * send `Last-Event-ID`, so the gateway starts it with the current snapshot, which the client
- * drops if it already has it.
+ * transport failure and a new EventSource opens after a backoff delay.
  */
 
 import type { FeedContext, JobFeed } from "./feed.js";
@@ -51,14 +53,18 @@ export class SseFeed implements JobFeed {
       return;
     }
     if (this.stopped) return;
-    const url = this.context.api.url(`${jobPath(this.jobId)}/events`, { token });
+    const seq = this.context.seq(this.jobId);
+    const query: Record<string, string> = { token };
+    if (seq !== undefined) query.last_event_id = String(seq);
+    const url = this.context.api.url(`${jobPath(this.jobId)}/events`, query);
     const source = new this.EventSourceImpl(url);
     this.source = source;
     source.onopen = () => {
       this.failures = 0;
       this.context.handlers.working();
     };
-    source.addEventListener("update", (event: { data: string }) => this.receive(event.data));
+    source.addEventListener("update", (event: { data: string }) => this.receive(event.data, false));
+    source.addEventListener("reset", (event: { data: string }) => this.receive(event.data, true));
     source.onerror = () => {
       if (this.source !== source) return;
       if (source.readyState === CLOSED) {
@@ -75,7 +81,7 @@ export class SseFeed implements JobFeed {
     };
   }
 
-  private receive(data: string): void {
+  private receive(data: string, reset: boolean): void {
     let job: JobSnapshot;
     try {
       job = JSON.parse(data) as JobSnapshot;
@@ -88,7 +94,7 @@ export class SseFeed implements JobFeed {
       return;
     }
     this.failures = 0;
-    this.context.handlers.update(job);
+    this.context.handlers.update(job, reset);
     if (isTerminal(job)) this.stop();
   }
 

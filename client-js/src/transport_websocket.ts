@@ -24,7 +24,8 @@ const OPEN = 1;
 
 export interface WebSocketHandlers {
   ready(frame: ReadyFrame): void;
-  update(job: JobSnapshot): void;
+  /** `reset`: the store went back; `job` replaces what the client has (`JobBook.deliver`). */
+  update(job: JobSnapshot, reset: boolean): void;
   error(frame: ErrorFrame): void;
   /** The gateway sent something this client does not understand. */
   protocolError(message: string): void;
@@ -145,7 +146,7 @@ export class WebSocketConnection {
         this.onReady(frame);
         return;
       case "update":
-        this.handlers.update(frame.job);
+        this.handlers.update(frame.job, frame.reset === true);
         return;
       case "error":
         this.handlers.error(frame);

@@ -27,13 +27,16 @@ export interface JobError {
   message: string;
 }
 
-/** One complete version of a job. A higher `seq` supersedes every lower one. */
+/**
+ * One complete version of a job. A higher `seq` supersedes every lower one, except that a
+ * snapshot delivered as a reset (the store went back) supersedes whatever the client had.
+ */
 export interface JobSnapshot {
   id: string;
   owner: string;
   kind: string;
   status: JobStatus;
-  /** Percent, 0–100, never decreases within a job. */
+  /** Percent, 0–100, never decreases within a job (a reset may take it back: the store's truth). */
   progress: number;
   stage: string | null;
   message: string | null;
@@ -171,6 +174,8 @@ export interface ReadyFrame {
 export interface UpdateFrame {
   op: "update";
   job: JobSnapshot;
+  /** The store went back (failover, restore, a forged seq): replace the job's state with `job`. */
+  reset?: boolean;
 }
 export interface ErrorFrame {
   op: "error";

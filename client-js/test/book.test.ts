@@ -128,3 +128,48 @@ test("memory is bounded: the oldest unwatched jobs are forgotten first", () => {
   assert.equal(jobs.latest(ids[1] ?? ""), undefined);
   assert.ok(jobs.latest(ids[4] ?? ""));
 });
+
+test("a reset replaces a higher seq (the store went back); later seqs count from it", () => {
+  const { book: jobs } = book();
+  const watched: number[] = [];
+  const mine: number[] = [];
+  jobs.addWatch(JOB_ID, (job) => watched.push(job.seq));
+  jobs.addMine((job) => mine.push(job.seq));
+  jobs.deliver(snapshot(5));
+  assert.equal(jobs.deliver(snapshot(1_000_000_000)), "accepted"); // a forged seq
+  assert.equal(jobs.deliver(snapshot(6)), "ignored", "without a reset the rule is unchanged");
+  assert.equal(jobs.deliver(snapshot(6), true), "accepted");
+  assert.equal(jobs.latest(JOB_ID)?.seq, 6);
+  assert.deepEqual(jobs.cursors(), [{ id: JOB_ID, seq: 6 }], "resubscribes from the store's seq");
+  assert.equal(jobs.deliver(snapshot(6)), "ignored");
+  assert.equal(jobs.deliver(snapshot(7)), "accepted");
+  assert.equal(jobs.deliver(snapshot(8, { status: "succeeded" })), "ended");
+  assert.deepEqual(watched, [5, 1_000_000_000, 6, 7, 8]);
+  assert.deepEqual(mine, [5, 1_000_000_000, 6, 7, 8]);
+});
+
+test("a reset repeating the version the client has is a duplicate; one of an unknown job is plain", () => {
+  const { book: jobs } = book();
+  const seen: string[] = [];
+  jobs.addWatch(JOB_ID, (job) => seen.push(`${job.seq}:${job.progress}`));
+  assert.equal(jobs.deliver(snapshot(3), true), "accepted");
+  assert.equal(jobs.deliver(snapshot(3), true), "ignored");
+  jobs.deliver(snapshot(9));
+  assert.equal(jobs.deliver(snapshot(4), true), "accepted");
+  assert.equal(jobs.deliver(snapshot(4), true), "ignored", "resync and resubscribe both sent it");
+  // The store lost a write and took another at the same seq: a different version, taken.
+  const other = snapshot(4, { progress: 40, updated_at: "2026-11-23T16:00:01.000Z" });
+  assert.equal(jobs.deliver(other, true), "accepted");
+  assert.deepEqual(seen, ["3:3", "9:9", "4:4", "4:40"]);
+});
+
+test("a terminal reset ends the watch once", () => {
+  const { book: jobs } = book();
+  const seen: string[] = [];
+  jobs.addWatch(JOB_ID, (job) => seen.push(`${job.seq}:${job.status}`));
+  jobs.deliver(snapshot(1_000_000_000));
+  assert.equal(jobs.deliver(snapshot(7, { status: "failed" }), true), "ended");
+  assert.equal(jobs.deliver(snapshot(7, { status: "failed" }), true), "ignored");
+  assert.equal(jobs.watching(JOB_ID), false);
+  assert.deepEqual(seen, ["1000000000:running", "7:failed"]);
+});

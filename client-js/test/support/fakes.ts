@@ -1,11 +1,11 @@
 /**
  * Fakes at the client's seams, shaped like the real APIs: `FakeWebSocket` (the browser
- * WebSocket surface the client uses, driven by the test as the server) and `fakeFetch` (routes
- * to handlers). Extend `FakeWebSocket` with new server behaviours as methods that end in one of
+ * WebSocket surface the client uses, driven by the test as the server), `FakeEventSource` (the
+ * same for an event stream) and `fakeFetch` (routes to handlers). Extend `FakeWebSocket` with new server behaviours as methods that end in one of
  * `onopen`, `onmessage` or `onclose`, like the real socket's events.
  */
 
-import type { FetchLike, JobSnapshot, WebSocketLike } from "../../src/types.js";
+import type { EventSourceLike, FetchLike, JobSnapshot, WebSocketLike } from "../../src/types.js";
 
 export class FakeWebSocket implements WebSocketLike {
   static instances: FakeWebSocket[] = [];
@@ -86,6 +86,54 @@ export class FakeWebSocket implements WebSocketLike {
 
   framesOf(op: string): Array<Record<string, unknown>> {
     return this.sent.filter((frame) => frame.op === op);
+  }
+}
+
+/**
+ * The EventSource surface the client uses (`onopen`, `onerror`, named event listeners),
+ * driven by the test as the server: `open()`, then `event(name, data, id)` per SSE event.
+ */
+export class FakeEventSource implements EventSourceLike {
+  static instances: FakeEventSource[] = [];
+
+  readyState = 0;
+  onopen: ((event: never) => void) | null = null;
+  onerror: ((event: never) => void) | null = null;
+  private readonly listeners = new Map<string, Array<(event: { data: string }) => void>>();
+
+  constructor(readonly url: string) {
+    FakeEventSource.instances.push(this);
+  }
+
+  static reset(): void {
+    FakeEventSource.instances = [];
+  }
+
+  static get last(): FakeEventSource {
+    const source = FakeEventSource.instances.at(-1);
+    if (source === undefined) throw new Error("no event source yet");
+    return source;
+  }
+
+  addEventListener(type: string, listener: (event: { data: string }) => void): void {
+    this.listeners.set(type, [...(this.listeners.get(type) ?? []), listener]);
+  }
+
+  close(): void {
+    this.readyState = 2;
+  }
+
+  // -- the server's side ---------------------------------------------------------------------
+
+  /** The stream answered 200 `text/event-stream`. */
+  open(): void {
+    this.readyState = 1;
+    (this.onopen as ((event: object) => void) | null)?.({});
+  }
+
+  /** One SSE event: `event: <type>`, `data: <JSON>` (the `id:` only matters to a real source). */
+  event(type: string, data: object): void {
+    for (const listener of this.listeners.get(type) ?? []) listener({ data: JSON.stringify(data) });
   }
 }
 
