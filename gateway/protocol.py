@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
+from gateway import jsonlimits
 from gateway.auth import Claims
 from gateway.codes import CloseCode, ErrorCode
-from gateway.errors import GatewayError
+from gateway.errors import BadRequest, GatewayError
 from gateway.models import check_job_id
 
 
@@ -77,7 +78,9 @@ PONG = '{"op":"pong"}'
 
 
 def encode(message: dict[str, Any]) -> str:
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False)
+    """ASCII JSON: a client string echoed back (a ``ref``, an id in an error) may hold a lone
+    surrogate, which has no UTF-8 form; escaped, every frame can be sent."""
+    return json.dumps(message, separators=(",", ":"))
 
 
 def error_frame(code: str, message: str, job_id: str | None = None, ref: str | None = None) -> str:
@@ -144,9 +147,9 @@ class ServerProtocol:
 
     def _dispatch(self, text: str) -> list[Action]:
         try:
-            message = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise BadFrame(f"frame is not JSON: {exc.msg}") from None
+            message = jsonlimits.loads(text)
+        except BadRequest as exc:
+            raise BadFrame(f"bad frame: {exc.message}") from None
         if not isinstance(message, dict):
             raise BadFrame("frame must be a JSON object")
         ref = message.get("ref")
@@ -254,6 +257,6 @@ def _job_entry(entry: object) -> tuple[str | None, int | None, str | None]:
 
 
 def _reason(text: str) -> str:
-    # A close reason is limited to 123 bytes.
-    encoded = text.encode("utf-8")[:120]
+    # A close reason is limited to 123 bytes; a lone surrogate has no UTF-8 form.
+    encoded = text.encode("utf-8", errors="replace")[:120]
     return encoded.decode("utf-8", errors="ignore")

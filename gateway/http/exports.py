@@ -4,13 +4,13 @@ Every job route checks in the same order: token (401), id (400), then the store:
 (404), someone else's job (403), store down (503 with ``Retry-After``, never 404). Snapshots go
 out as the stored JSON text, never re-encoded. Watching routes (long-poll and SSE) subscribe
 through the hub like a WebSocket does, so they answer as soon as a change is published, and they
-always leave the hub when they end: by answer, client disconnect or server drain.
+always leave the hub when they end: by answer, client disconnect or server drain. While open they
+hold one unit of the owner's connection budget, shared with WebSockets (429 past it).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import math
 import re
@@ -21,7 +21,8 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-from gateway.errors import BadRequest, Forbidden, JobNotFound
+from gateway import jsonlimits
+from gateway.errors import BadRequest, Forbidden, JobNotFound, TooManyConnections
 from gateway.gateway import Gateway
 from gateway.http.authn import authenticate
 from gateway.hub import Snapshot
@@ -58,7 +59,7 @@ async def read_export(request: Request) -> Response:
         # client is already behind.
         return _not_modified(snapshot) if _matches(tags, snapshot.seq) else _snapshot(snapshot)
     # The client has the current seq (without If-None-Match: it asks for the next change).
-    watch = JobWatch(gateway, owner, job_id, request.receive)
+    watch = JobWatch(gateway, owner, job_id, request.receive, "long_poll")
     current = await watch.open(snapshot.seq)
     try:
         if current.seq != snapshot.seq:  # changed between the read and the subscribe
@@ -74,7 +75,7 @@ async def export_events(request: Request) -> Response:
     gateway, owner, job_id = _job_request(request)
     last_seq = _last_event_id(request)
     await _owned_snapshot(gateway, owner, job_id)
-    watch = JobWatch(gateway, owner, job_id, request.receive)
+    watch = JobWatch(gateway, owner, job_id, request.receive, "sse")
     current = await watch.open(last_seq)
     if current.terminal and last_seq is not None and last_seq >= current.seq:
         # 204 tells an EventSource to stop reconnecting: the client already has the end.
@@ -136,11 +137,10 @@ async def create_export(request: Request) -> Response:
     """Validate, create, spawn on the kind's executor, store the call id, then answer 201."""
     owner = authenticate(request)
     gateway: Gateway = request.state.gateway
-    body = await request.body()
     try:
-        payload = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BadRequest(f"body must be a JSON object: {exc}") from None
+        payload = jsonlimits.loads(await request.body())
+    except BadRequest as exc:
+        raise BadRequest(f"body must be a JSON object: {exc.message}") from None
     if not isinstance(payload, dict) or set(payload) - {"kind", "params"}:
         raise BadRequest('body must be a JSON object {"kind": "...", "params": {...}}')
     params = payload.get("params", {})
@@ -187,13 +187,18 @@ class JobWatch:
 
     Call ``aclose()`` when done, whatever happened: until then the hub holds the outbox. The
     watch also ends early (``wait`` returns ``None``) when the client disconnects or the gateway
-    drains, so a replica shutting down hands its long-polls and streams to the others.
+    drains, so a replica shutting down hands its long-polls and streams to the others. It holds
+    one unit of the owner's connection budget (``transport`` names it) from ``open`` to ``aclose``.
     """
 
-    def __init__(self, gateway: Gateway, owner: str, job_id: str, receive: Receive) -> None:
+    def __init__(
+        self, gateway: Gateway, owner: str, job_id: str, receive: Receive, transport: str
+    ) -> None:
         self.gateway = gateway
         self.owner = owner
         self.job_id = job_id
+        self.transport = transport
+        self._leased = False
         self.outbox: Outbox[Snapshot] = Outbox()
         self._receive = receive
         self._ended = asyncio.Event()
@@ -204,8 +209,16 @@ class JobWatch:
     async def open(self, known_seq: int | None) -> Snapshot:
         """Watch the job; queue its snapshot if newer than ``known_seq``; return the current one.
 
-        Raises ``JobNotFound``, ``Forbidden`` or ``StoreUnavailable`` with nothing left watched.
+        Raises ``TooManyConnections`` (the owner's budget is spent), ``JobNotFound``,
+        ``Forbidden`` or ``StoreUnavailable`` with nothing left watched or held.
         """
+        if not self.gateway.budget.acquire(self.owner, self.transport):
+            limit = self.gateway.budget.limit
+            raise TooManyConnections(
+                f"{limit} connections (WebSocket, SSE, long-poll) are open for this owner",
+                job_id=self.job_id,
+            )
+        self._leased = True
         self.gateway.closers[id(self)] = self._drain
         if self.gateway.draining:
             self._ended.set()
@@ -258,6 +271,9 @@ class JobWatch:
         return None
 
     async def aclose(self) -> None:
+        if self._leased:
+            self._leased = False
+            self.gateway.budget.release(self.owner, self.transport)
         self.gateway.closers.pop(id(self), None)
         self.gateway.hub.drop(self.outbox, None)
         self.outbox.close()
