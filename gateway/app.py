@@ -130,7 +130,12 @@ def create_app(settings: Settings) -> Starlette:
         )
         executors = await start_executors(settings, gateway)
         gateway.lifecycle = Lifecycle(
-            store, executors, KINDS, metrics, cancel_timeout_s=3 * settings.cancel_grace_s + 5
+            store,
+            executors,
+            KINDS,
+            metrics,
+            cancel_timeout_s=3 * settings.cancel_grace_s + 5,
+            orphan_after_s=settings.orphan_after_s,
         )
         reaper = Reaper(
             store,

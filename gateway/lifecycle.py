@@ -1,15 +1,18 @@
 """The job lifecycle around executors: create and spawn, cancel, and finalize from the truth.
 
-``finalize`` is the one place that turns an executor's answer into a terminal state, shared by
-the reaper, lazy finalization in ``GET /exports/active`` and the local executor's exit hook. It
-never fails a job on age alone: it asks the executor, and only "gone"/"unknown" becomes
-``worker_lost``.
+``finalize`` is the one place that turns the truth about a quiet job into a terminal state,
+shared by the reaper, lazy finalization in ``GET /exports/active`` and the local executor's exit
+hook. It never fails a job on age alone: it asks the executor, and only "gone"/"unknown" becomes
+``worker_lost``. A job without an executor (an app's own worker reports through the SDK) has
+nobody to ask: its heartbeat is the only sign of life, and silence for ``orphan_after_s`` makes it
+``worker_lost`` (``cancelled`` if its owner had asked to cancel).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping
 
 from gateway.errors import (
@@ -18,11 +21,22 @@ from gateway.errors import (
     Forbidden,
     GatewayError,
     JobFinished,
+    JobNotFound,
     StoreUnavailable,
     Unprocessable,
 )
 from gateway.metrics import Metrics
-from gateway.models import AttachCall, Cancel, Change, Create, Fail, Job, RequestCancel, Succeed
+from gateway.models import (
+    AttachCall,
+    Cancel,
+    Change,
+    Create,
+    Fail,
+    Job,
+    JobStatus,
+    RequestCancel,
+    Succeed,
+)
 from gateway.store import JobStore
 from gateway.tasks import TaskGroup
 from workers.executors.base import Executor, Failed, Running, Succeeded, Unknown
@@ -31,6 +45,7 @@ from workers.kinds import JobKind, get_kind
 logger = logging.getLogger("gateway.lifecycle")
 
 CANCEL_POLL_S = 0.25
+DEFAULT_ORPHAN_AFTER_S = 300.0
 
 
 class Lifecycle:
@@ -42,12 +57,14 @@ class Lifecycle:
         metrics: Metrics,
         *,
         cancel_timeout_s: float = 15.0,
+        orphan_after_s: float = DEFAULT_ORPHAN_AFTER_S,
     ) -> None:
         self.store = store
         self.executors = executors
         self.kinds = dict(kinds)
         self.metrics = metrics
         self.cancel_timeout_s = cancel_timeout_s
+        self.orphan_after_s = orphan_after_s
         self._tasks = TaskGroup(logger, "lifecycle")
 
     async def aclose(self) -> None:
@@ -128,9 +145,12 @@ class Lifecycle:
     # -- finalize ----------------------------------------------------------------------------
 
     async def finalize(self, job: Job) -> Job:
-        """Ask the job's executor how its call is doing and record a terminal state if it ended."""
-        if job.terminal or job.executor is None:
-            return job  # a job without an executor can only be ended by its worker
+        """Record a terminal state if the job's work ended: its executor says so, or, with no
+        executor, its worker has not reported for ``orphan_after_s``."""
+        if job.terminal:
+            return job
+        if job.executor is None:
+            return await self._finalize_orphan(job)
         executor = self.executors.get(job.executor)
         if executor is None:
             logger.warning("job %s runs on executor %r, not configured here", job.id, job.executor)
@@ -165,6 +185,36 @@ class Lifecycle:
                 Fail.build(code="worker_lost", message=state.reason[:1000]),
                 "worker_lost",
             )
+        return await self._record(job, change, reason)
+
+    async def _finalize_orphan(self, listed: Job) -> Job:
+        """A job without an executor whose worker went silent for ``orphan_after_s`` ends
+        ``worker_lost``: judged on its last heartbeat, never its age, so a long job that keeps
+        reporting stays alive. A queued one that nobody started is judged from its creation."""
+        if _silent_s(listed) < self.orphan_after_s:
+            return listed
+        try:
+            job = await self.store.get(listed.id)  # its worker may have reported since listing
+        except JobNotFound:
+            logger.warning("job %s (owner %s) vanished before finalizing", listed.id, listed.owner)
+            return listed
+        silent_s = _silent_s(job)
+        if job.terminal or silent_s < self.orphan_after_s:
+            return job
+        change: Change
+        if job.cancel_requested:
+            message = f"cancelled; its worker stopped reporting {silent_s:.0f} s ago"
+            change, reason = Cancel.build(message), "cancelled"
+        elif job.status is JobStatus.QUEUED:
+            message = f"no worker started this job: nothing reported for {silent_s:.0f} s"
+            change, reason = Fail.build(code="worker_lost", message=message), "worker_lost"
+        else:
+            message = f"its worker stopped reporting: no heartbeat for {silent_s:.0f} s"
+            change, reason = Fail.build(code="worker_lost", message=message), "worker_lost"
+        return await self._record(job, change, reason)
+
+    async def _record(self, job: Job, change: Change, reason: str) -> Job:
+        """Apply the terminal change and count it by reason, unless another writer ended it."""
         finalized = await self._apply(job, change)
         if finalized.terminal and finalized.seq > job.seq:
             self.metrics.finalized.labels(reason).inc()
@@ -189,3 +239,8 @@ class Lifecycle:
         except StoreUnavailable:
             logger.error("could not record the end of job %s (owner %s)", job.id, job.owner)
             raise
+
+
+def _silent_s(job: Job) -> float:
+    """Seconds since the job's worker last reported (the store's clock stamps ``heartbeat_at``)."""
+    return time.time() - job.heartbeat_at.timestamp()

@@ -1,8 +1,13 @@
-"""The reaper: finds jobs whose heartbeat went quiet and asks their executor what happened.
+"""The reaper: finds jobs whose heartbeat went quiet and has ``Lifecycle.finalize`` decide.
 
 One leader among all gateways does it: a Redis lock with expiry (``SET NX PX``, renewed by the
 holder only), or, embedded, an exclusive lock on a file next to the database. A leader that dies
 stops renewing, and another gateway takes over once the lock expires.
+
+Sweeps are fair: each reads the next page of the stale set, continuing where the previous one
+stopped and starting over at its end, so jobs that cannot be finalized (an executor that keeps
+saying "running", an SDK worker not silent long enough) never hide the ones behind them. With N
+jobs stale, each is looked at within ``ceil(N / SWEEP_PAGE) + 1`` sweeps.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from gateway.lifecycle import Lifecycle
 from gateway.metrics import Metrics
 from gateway.redis_client import redis_client
 from gateway.store import JobStore
+from gateway.store.base import DEFAULT_STALE_PAGE, StaleCursor
 
 logger = logging.getLogger("gateway.reaper")
 
@@ -32,6 +38,7 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0
 """
+SWEEP_PAGE = DEFAULT_STALE_PAGE
 
 
 class Leadership(Protocol):
@@ -110,6 +117,7 @@ class Reaper:
         self._stale_after_s = stale_after_s
         self._interval_s = interval_s
         self._next_check: dict[str, float] = {}
+        self._cursor: StaleCursor | None = None
         self._task: asyncio.Task[None] | None = None
         self.leading = False
 
@@ -140,20 +148,24 @@ class Reaper:
             await asyncio.sleep(self._interval_s)
 
     async def sweep(self) -> int:
-        """Check every stale job once; returns how many were finalized."""
+        """Look at the next page of stale jobs; returns how many were finalized."""
         cutoff_ms = (time.time() - self._stale_after_s) * 1000
+        page = await self._store.stale_jobs(cutoff_ms, SWEEP_PAGE, after=self._cursor)
         now = time.monotonic()
         finalized = 0
-        for job in await self._store.stale_jobs(cutoff_ms):
-            if self._next_check.get(job.id, 0.0) > now:
+        for job in page.jobs:
+            # Asking an executor costs a call: once it answered "running", ask again only after
+            # another stale period. A job without an executor is judged on its heartbeat alone.
+            if job.executor is not None and self._next_check.get(job.id, 0.0) > now:
                 continue
             result = await self._lifecycle.finalize(job)
             if result.terminal:
                 finalized += 1
                 self._next_check.pop(job.id, None)
-            else:
-                # Still running (or unanswerable): ask again after another stale period.
+            elif job.executor is not None:
                 self._next_check[job.id] = now + self._stale_after_s
+        # Only now: a sweep cut short by a store error reads the same page again.
+        self._cursor = page.next
         if len(self._next_check) > 10_000:
             self._next_check = {k: v for k, v in self._next_check.items() if v > now}
         return finalized

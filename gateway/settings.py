@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated
 from urllib.parse import quote, urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from redis.asyncio.connection import parse_url
 
@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     # Executors and the reaper (DESIGN §7).
     worker_heartbeat_s: float = Field(default=10.0, gt=0, le=3600)
     stale_after_s: float = Field(default=60.0, gt=0)
+    # A job without an executor (created by an app's own worker through the SDK) whose heartbeat
+    # is this old ends failed/worker_lost: nothing else can tell whether its worker is alive.
+    orphan_after_s: float = Field(default=300.0, gt=0)
     reap_interval_s: float = Field(default=10.0, gt=0, le=3600)
     local_concurrency: int = Field(default=4, ge=1, le=1024)
     local_slots_dir: Path | None = None
@@ -83,6 +86,17 @@ class Settings(BaseSettings):
     modal_environment: str | None = None
     # Serve the demo page at / (set by `progress-gateway demo`).
     demo_page: bool = False
+
+    @model_validator(mode="after")
+    def _check_orphan_after(self) -> Settings:
+        # The reaper and lazy finalization only look at stale jobs; a shorter orphan time would
+        # silently mean the stale one.
+        if self.orphan_after_s < self.stale_after_s:
+            raise ValueError(
+                f"GATEWAY_ORPHAN_AFTER_S ({self.orphan_after_s:g}) must be at least "
+                f"GATEWAY_STALE_AFTER_S ({self.stale_after_s:g})"
+            )
+        return self
 
     @field_validator("redis_url")
     @classmethod

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, TypeAlias, runtime_checkable
 
 from gateway.models import Change, Create, HistoryEvent, Job, OwnerJobs
 
@@ -16,6 +16,10 @@ DEFAULT_RETENTION_S = 7 * 24 * 3600
 DEFAULT_HISTORY_MAXLEN = 500
 DEFAULT_RECENT_S = 24 * 3600
 DEFAULT_OWNER_LIMIT = 500
+DEFAULT_STALE_PAGE = 500
+
+# Where a scan of stale jobs stands: the (heartbeat index score in ms, job id) last read.
+StaleCursor: TypeAlias = tuple[float, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,6 +29,14 @@ class StoreOptions:
     prefix: str = "pgw"
     retention_s: int = DEFAULT_RETENTION_S
     history_maxlen: int = DEFAULT_HISTORY_MAXLEN
+
+
+@dataclass(frozen=True, slots=True)
+class StalePage:
+    """One page of a scan over stale jobs; ``next`` is ``None`` once the scan reached the end."""
+
+    jobs: list[Job]
+    next: StaleCursor | None
 
 
 @runtime_checkable
@@ -79,9 +91,21 @@ class JobStore(Protocol):
         """
         ...
 
-    async def stale_jobs(self, heartbeat_before_ms: float, limit: int = 500) -> list[Job]:
-        """Non-terminal jobs whose last heartbeat is older than the given time (the reaper's
-        input), oldest first; index hints are confirmed against each job's own heartbeat."""
+    async def stale_jobs(
+        self,
+        heartbeat_before_ms: float,
+        limit: int = DEFAULT_STALE_PAGE,
+        after: StaleCursor | None = None,
+    ) -> StalePage:
+        """One page of non-terminal jobs whose last heartbeat is older than the given time (the
+        reaper's input), from the heartbeat index entries after ``after`` in (heartbeat, id)
+        order, at most ``limit`` entries read; index hints are confirmed against each job's own
+        heartbeat.
+
+        Guarantee: following ``next`` from ``None`` until it is ``None`` again reads every job
+        stale during the whole scan once, however many stay stale; a job's position only moves
+        forward (heartbeats), never back past the cursor.
+        """
         ...
 
     async def ping(self) -> None:

@@ -45,7 +45,14 @@ from gateway.models import (
     check_owner,
 )
 from gateway.redis_client import connection_pool
-from gateway.store.base import DEFAULT_OWNER_LIMIT, DEFAULT_RECENT_S, StoreOptions
+from gateway.store.base import (
+    DEFAULT_OWNER_LIMIT,
+    DEFAULT_RECENT_S,
+    DEFAULT_STALE_PAGE,
+    StaleCursor,
+    StalePage,
+    StoreOptions,
+)
 
 APPLY_LUA = resources.files("gateway.store").joinpath("lua/apply.lua").read_text("utf-8")
 MAX_CONNECTIONS = 64
@@ -410,23 +417,25 @@ class RedisJobStore:
                 raws = await pipe.execute()
         return [None if raw is None else int(raw) for raw in raws]
 
-    async def stale_jobs(self, heartbeat_before_ms: float, limit: int = 500) -> list[Job]:
+    async def stale_jobs(
+        self,
+        heartbeat_before_ms: float,
+        limit: int = DEFAULT_STALE_PAGE,
+        after: StaleCursor | None = None,
+    ) -> StalePage:
         keys = self.keys
         with map_redis_errors("stale_jobs"):
-            raw_ids = await self._redis.zrangebyscore(
-                keys.active, "-inf", heartbeat_before_ms, start=0, num=limit
-            )
-            ids = [bytes(raw).decode() for raw in raw_ids]  # type: ignore[arg-type]
-            if not ids:
-                return []
+            entries, at_end = await self._stale_entries(heartbeat_before_ms, limit, after)
+            if not entries:
+                return StalePage([], None)
             async with self._redis.pipeline(transaction=False) as pipe:
-                for job_id in ids:
+                for job_id, _ in entries:
                     pipe.hmget(keys.job(job_id), "snapshot", "heartbeat_ms")
                 rows = await pipe.execute()
             stale: list[Job] = []
             gone: list[str] = []
             fresher: dict[str, float] = {}
-            for job_id, (raw, heartbeat_ms) in zip(ids, rows, strict=True):
+            for (job_id, _), (raw, heartbeat_ms) in zip(entries, rows, strict=True):
                 job = None if raw is None else Job.model_validate_json(raw)
                 if job is None or job.terminal:
                     gone.append(job_id)
@@ -441,7 +450,30 @@ class RedisJobStore:
                     if fresher:
                         pipe.zadd(keys.active, fresher)
                     await pipe.execute()
-        return stale
+        last_id, last_score = entries[-1]
+        return StalePage(stale, None if at_end else (last_score, last_id))
+
+    async def _stale_entries(
+        self, before_ms: float, limit: int, after: StaleCursor | None
+    ) -> tuple[list[tuple[str, float]], bool]:
+        """Up to ``limit`` heartbeat index entries scored at most ``before_ms`` that follow
+        ``after`` in (score, id) order, and whether the index has no more. Redis orders equal
+        scores by member bytes, which for job ids (ASCII) is Python's string order."""
+        low: float | str = "-inf" if after is None else after[0]
+        offset = 0
+        while True:
+            rows = await self._redis.zrangebyscore(
+                self.keys.active, low, before_ms, start=offset, num=limit, withscores=True
+            )
+            pairs: list[tuple[bytes, float]] = rows  # type: ignore[assignment]  # withscores
+            entries = [(member.decode(), float(score)) for member, score in pairs]
+            if after is not None:
+                # Entries tied with the cursor's score come first: skip those already read.
+                entries = [(m, sc) for m, sc in entries if sc > after[0] or m > after[1]]
+            at_end = len(rows) < limit
+            if entries or at_end:
+                return entries, at_end
+            offset += limit  # a whole page of ties already read: look further
 
     async def ping(self) -> None:
         with map_redis_errors("ping"):

@@ -32,7 +32,14 @@ from gateway.models import (
     check_owner,
     time_from_ms,
 )
-from gateway.store.base import DEFAULT_OWNER_LIMIT, DEFAULT_RECENT_S, StoreOptions
+from gateway.store.base import (
+    DEFAULT_OWNER_LIMIT,
+    DEFAULT_RECENT_S,
+    DEFAULT_STALE_PAGE,
+    StaleCursor,
+    StalePage,
+    StoreOptions,
+)
 from gateway.transitions import Effect, apply_change, create_job
 
 T = TypeVar("T")
@@ -52,7 +59,9 @@ CREATE TABLE IF NOT EXISTS jobs (
     snapshot     TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, expires_ms, updated_ms);
-CREATE INDEX IF NOT EXISTS jobs_by_heartbeat ON jobs (heartbeat_ms) WHERE expires_ms IS NULL;
+-- The reaper pages through stale jobs in (heartbeat, id) order; replaces jobs_by_heartbeat.
+DROP INDEX IF EXISTS jobs_by_heartbeat;
+CREATE INDEX IF NOT EXISTS jobs_by_heartbeat_id ON jobs (heartbeat_ms, id) WHERE expires_ms IS NULL;
 CREATE INDEX IF NOT EXISTS jobs_by_expiry ON jobs (expires_ms) WHERE expires_ms IS NOT NULL;
 CREATE TABLE IF NOT EXISTS history (
     job_id   TEXT NOT NULL,
@@ -356,14 +365,23 @@ class SqliteJobStore:
 
         return await self._call(op, None, read)
 
-    async def stale_jobs(self, heartbeat_before_ms: float, limit: int = 500) -> list[Job]:
-        def read(conn: sqlite3.Connection) -> list[Job]:
+    async def stale_jobs(
+        self,
+        heartbeat_before_ms: float,
+        limit: int = DEFAULT_STALE_PAGE,
+        after: StaleCursor | None = None,
+    ) -> StalePage:
+        def read(conn: sqlite3.Connection) -> StalePage:
+            low_ms, low_id = (-1.0, "") if after is None else after
             rows = conn.execute(
-                "SELECT snapshot FROM jobs WHERE expires_ms IS NULL AND heartbeat_ms < ?"
-                " ORDER BY heartbeat_ms LIMIT ?",
-                (heartbeat_before_ms, limit),
+                "SELECT heartbeat_ms, id, snapshot FROM jobs WHERE expires_ms IS NULL"
+                " AND heartbeat_ms < ? AND (heartbeat_ms, id) > (?, ?)"
+                " ORDER BY heartbeat_ms, id LIMIT ?",
+                (heartbeat_before_ms, low_ms, low_id, limit),
             ).fetchall()
-            return [Job.model_validate_json(row[0]) for row in rows]
+            jobs = [Job.model_validate_json(row[2]) for row in rows]
+            at_end = len(rows) < limit
+            return StalePage(jobs, None if at_end else (float(rows[-1][0]), rows[-1][1]))
 
         return await self._call("stale_jobs", None, read)
 
