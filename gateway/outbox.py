@@ -3,7 +3,17 @@
 Pending items are kept in arrival order. An update for a job that still has a pending update
 replaces it in place (conflation): a slow client skips intermediate snapshots but always gets the
 newest, and since nothing follows a terminal snapshot, the terminal one is never skipped. Memory is
-bounded by the number of watched jobs plus ``max_controls`` control frames (acks, errors, pongs).
+bounded by the number of watched jobs, ``max_bytes`` of pending frames, and the seqs of at most
+``MAX_FINISHED`` finished jobs (kept so a late duplicate is refused).
+
+Pending bytes count what waits for the connection's writer (snapshots and control frames: acks,
+errors, pongs). The answers to the client frame being answered do not count until the client
+sends its next frame: a client restoring 1,000 jobs gets every answer, while one that keeps
+sending without reading, or that falls ``max_bytes`` behind on updates, overflows; ``overflow``
+is then called once and the outbox closes.
+
+``owner`` is who may receive what this outbox holds: the hub refuses to put another owner's
+snapshot in it, whatever path the snapshot took.
 """
 
 from __future__ import annotations
@@ -15,31 +25,54 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 
+# Finished jobs whose seq is remembered per outbox (oldest forgotten first): enough to refuse the
+# duplicates a resync or a create notice may offer shortly after the terminal snapshot.
+MAX_FINISHED = 1024
+
 
 class OutboxOverflow(Exception):
-    """Too many control frames are waiting: the client does not read; close it."""
+    """Unused since the outbox bounds bytes itself (``overflow``); kept until hub.py stops
+    catching it."""
 
 
 class Outbox(Generic[T]):
     __slots__ = (
-        "_controls",
+        "_answer_bytes",
+        "_bytes",
         "_counter",
-        "_max_controls",
+        "_finished",
+        "_max_bytes",
         "_pending",
         "_seqs",
+        "_size",
         "_waiter",
         "_watching",
+        "answering",
         "closed",
         "notify",
+        "overflow",
+        "owner",
         "write_now",
     )
 
-    def __init__(self, max_controls: int = 256) -> None:
+    def __init__(
+        self,
+        owner: str | None = None,
+        *,
+        max_bytes: int | None = None,
+        size: Callable[[T], int] | None = None,
+    ) -> None:
+        self.owner = owner
         self._pending: dict[str | int, T | str] = {}
         self._seqs: dict[str, int] = {}
+        self._finished: dict[str, int] = {}
         self._watching: set[str] = set()
-        self._controls = 0
-        self._max_controls = max_controls
+        # Pending bytes (``size`` of updates, length of control frames); none are counted
+        # without a ``size``, and without ``max_bytes`` nothing overflows.
+        self._bytes = 0
+        self._answer_bytes = 0
+        self._max_bytes = max_bytes
+        self._size = size
         self._counter = itertools.count()
         self._waiter: asyncio.Future[None] | None = None
         self.closed = False
@@ -49,6 +82,10 @@ class Outbox(Generic[T]):
         # fan-out loop), or answers False to have it queued (flow control, a closing socket).
         # The owner sets it to None while a writer task drains the outbox, which keeps order.
         self.write_now: Callable[[T], bool] | None = None
+        # True while the owner answers one client frame (see ``begin_answer``).
+        self.answering = False
+        # Called once, synchronously, when pending bytes pass ``max_bytes``.
+        self.overflow: Callable[[], None] | None = None
 
     # -- what the connection watches -----------------------------------------------------------
 
@@ -58,16 +95,26 @@ class Outbox(Generic[T]):
     def untrack(self, job_id: str) -> None:
         """Stop watching (the job finished) but keep a pending frame: it is the terminal one.
 
-        The job's seq is kept too, so a late path (a create notice, a resync) that offers the
-        same terminal snapshot again is refused: the client gets it exactly once.
+        The job's seq is kept too (among the last ``MAX_FINISHED``), so a late path (a create
+        notice, a resync) that offers the same terminal snapshot again is refused: the client
+        gets it exactly once.
         """
         self._watching.discard(job_id)
+        seq = self._seqs.pop(job_id, None)
+        if seq is not None:
+            finished = self._finished
+            finished[job_id] = seq
+            if len(finished) > MAX_FINISHED:
+                del finished[next(iter(finished))]
 
     def forget(self, job_id: str) -> None:
         """The client unsubscribed: drop everything about the job."""
         self._watching.discard(job_id)
-        self._pending.pop(job_id, None)
+        dropped = self._pending.pop(job_id, None)
+        if dropped is not None and self._size is not None:
+            self._bytes -= self._size(dropped)  # type: ignore[arg-type]  # keyed by job: T
         self._seqs.pop(job_id, None)
+        self._finished.pop(job_id, None)
 
     def watches(self, job_id: str) -> bool:
         return job_id in self._watching
@@ -82,16 +129,20 @@ class Outbox(Generic[T]):
 
     def known_seq(self, job_id: str) -> int:
         """The newest ``seq`` of the job already queued or sent (0 if none)."""
-        return self._seqs.get(job_id, 0)
+        seq = self._seqs.get(job_id)
+        return self._finished.get(job_id, 0) if seq is None else seq
 
     def set_known_seq(self, job_id: str, seq: int) -> None:
         """Record what the client already has, so nothing at or below it is sent."""
-        if seq > self._seqs.get(job_id, 0):
+        if seq > self.known_seq(job_id):
             self._seqs[job_id] = seq
 
     def offer_update(self, job_id: str, seq: int, item: T) -> int:
         """Queue a job's snapshot: 1 if it replaced a pending one, 0 if queued, -1 if not newer."""
-        if self.closed or seq <= self._seqs.get(job_id, 0):
+        known = self._seqs.get(job_id)
+        if known is None:
+            known = self._finished.get(job_id, 0)
+        if self.closed or seq <= known:
             return -1
         self._seqs[job_id] = seq
         pending = self._pending
@@ -99,22 +150,67 @@ class Outbox(Generic[T]):
             write_now = self.write_now
             if write_now is not None and write_now(item):
                 return 0
-            pending[job_id] = item
-            self._wake()
-            return 0
-        replaced = job_id in pending
+            replaced = None
+        else:
+            replaced = pending.get(job_id)
         pending[job_id] = item
+        size = self._size
+        if size is not None:
+            added = size(item) - (0 if replaced is None else size(replaced))  # type: ignore[arg-type]
+            self._bytes += added
+            if self.answering:
+                self._answer_bytes += added
+            elif self._max_bytes is not None and self._bytes - self._answer_bytes > self._max_bytes:
+                self._overflowed()
+                return -1
         self._wake()
-        return 1 if replaced else 0
+        return 0 if replaced is None else 1
+
+    def offer_reset(self, job_id: str, seq: int, item: T) -> bool:
+        """Queue the store's snapshot although its ``seq`` is not newer: the store went back.
+
+        The client replaces its state with it (the item is marked as a reset) and ``seq``
+        counts from there. False if the outbox is closed.
+        """
+        if self.closed:
+            return False
+        self._finished.pop(job_id, None)
+        self._seqs[job_id] = seq
+        self._pending[job_id] = item
+        self._wake()
+        return True
 
     def offer_control(self, frame: str) -> None:
         if self.closed:
             return
-        if self._controls >= self._max_controls:
-            raise OutboxOverflow(f"{self._controls} control frames are waiting to be sent")
-        self._controls += 1
         self._pending[next(self._counter)] = frame
+        self._bytes += len(frame)
+        if self.answering:
+            self._answer_bytes += len(frame)
+        elif self._max_bytes is not None and self._bytes - self._answer_bytes > self._max_bytes:
+            self._overflowed()
+            return
         self._wake()
+
+    def begin_answer(self) -> bool:
+        """The owner starts answering a client frame; True if the frames still waiting from
+        before (earlier answers included) are over ``max_bytes``: the client sends but does not
+        read."""
+        self._answer_bytes = 0
+        self.answering = True
+        return self._max_bytes is not None and self._bytes > self._max_bytes
+
+    def end_answer(self) -> None:
+        self.answering = False
+
+    def pending_bytes(self) -> int:
+        return self._bytes
+
+    def _overflowed(self) -> None:
+        overflow, self.overflow = self.overflow, None
+        self.close()
+        if overflow is not None:
+            overflow()
 
     async def take(self) -> list[T | str]:
         """Wait for pending items and take them all, in order."""
@@ -124,10 +220,7 @@ class Outbox(Generic[T]):
                 await self._waiter
             finally:
                 self._waiter = None
-        items = list(self._pending.values())
-        self._pending.clear()
-        self._controls = 0
-        return items
+        return self.take_nowait()
 
     def _wake(self) -> None:
         if self.notify is not None and len(self._pending) == 1:
@@ -139,12 +232,13 @@ class Outbox(Generic[T]):
     def take_nowait(self) -> list[T | str]:
         items = list(self._pending.values())
         self._pending.clear()
-        self._controls = 0
+        self._bytes = self._answer_bytes = 0
         return items
 
     def close(self) -> None:
         self.closed = True
         self._pending.clear()
+        self._bytes = self._answer_bytes = 0
         self._wake()
 
     def __len__(self) -> int:

@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     max_frame_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     max_subscriptions: int = Field(default=1000, ge=1, le=100_000)
     max_connections_per_owner: int = Field(default=50, ge=1, le=100_000)
+    # A WebSocket client that does not read is closed with 1008 once frames have waited this
+    # long with nothing accepted by its socket, or once this many bytes of frames wait for it.
+    send_stall_s: float = Field(default=10.0, gt=0, le=3600)
+    max_pending_bytes: int = Field(default=4 * 1024 * 1024, ge=16 * 1024, le=1024**3)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024, le=64 * 1024 * 1024)
     max_wait_s: float = Field(default=30.0, gt=0, le=300)
     sse_keepalive_s: float = Field(default=15.0, gt=0, le=300)

@@ -4,6 +4,12 @@ Every connection runs a receive loop (a handler that only sends never notices a 
 Snapshots are written to the socket as they come while it keeps up; when it pushes back, a writer
 task drains the connection's conflating outbox, so a slow client never delays anyone else and its
 memory stays bounded.
+
+A client that does not read is closed with 1008 "client does not read" at once, without waiting
+for its socket: when frames have waited ``GATEWAY_SEND_STALL_S`` with nothing accepted by the
+socket, or when more than ``GATEWAY_MAX_PENDING_BYTES`` wait (see ``gateway/outbox.py``). A
+writer that fails for any other reason closes the connection with 1011: a live socket that never
+sends again is worse than a reconnect.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from gateway.errors import GatewayError
 from gateway.gateway import Gateway
 from gateway.hub import Snapshot, WatchResult
 from gateway.models import format_time
-from gateway.outbox import Outbox, OutboxOverflow
+from gateway.outbox import Outbox
 from gateway.protocol import (
     Action,
     Authenticated,
@@ -38,9 +44,19 @@ from gateway.protocol import (
     ready_frame,
 )
 from gateway.protocol import Send as SendFrame
-from gateway.wsproto import EXTENSION
+from gateway.wsproto import CLOSE_EXTENSION, EXTENSION
 
 logger = logging.getLogger("gateway.ws")
+
+# What an update frame adds to its job's snapshot: '{"op":"update","job":' and '}'.
+UPDATE_OVERHEAD = 22
+# Closes sent without the server's close extension (another ASGI server), until they finish.
+_closing: set[asyncio.Task[None]] = set()
+
+
+def frame_size(snapshot: Snapshot) -> int:
+    """A pending snapshot's share of its outbox's bytes (characters of its frame)."""
+    return len(snapshot.raw) + UPDATE_OVERHEAD
 
 
 def token_from_scope(scope: Scope) -> str | None:
@@ -83,9 +99,11 @@ async def websocket_endpoint(scope: Scope, receive: Receive, send: Send) -> None
         return
     # Read before accepting: the protocol empties the scope once the connection is accepted.
     token = token_from_scope(scope)
-    write_frame = scope.get("extensions", {}).get(EXTENSION)
+    extensions = scope.get("extensions", {})
+    write_frame, close_now = extensions.get(EXTENSION), extensions.get(CLOSE_EXTENSION)
+    del extensions
     await send({"type": "websocket.accept"})
-    running = Connection(gateway, receive, send, write_frame).run(token)
+    running = Connection(gateway, receive, send, write_frame, close_now).run(token)
     del token  # this frame lives as long as the connection
     await running
 
@@ -97,18 +115,27 @@ class Connection:
         receive: Receive,
         send: Send,
         write_frame: Callable[[bytes], bool] | None = None,
+        close_now: Callable[[int, str], None] | None = None,
     ) -> None:
         self.gateway = gateway
         self._write_frame = write_frame
+        self._close_now = close_now
         self._receive = receive
         self._send = send
         self.protocol = ServerProtocol(gateway.limits, gateway.verify)
-        self.outbox: Outbox[Snapshot] = Outbox()
+        self.outbox: Outbox[Snapshot] = Outbox(
+            max_bytes=gateway.settings.max_pending_bytes, size=frame_size
+        )
+        self.outbox.overflow = self._overflowed
         self.owner: str | None = None
         self._closed = False
         self._counted = False
         self._writer: asyncio.Task[None] | None = None
         self._broken = False
+        # Loop time of the writer's last completed send (or of its start), and the timer that
+        # closes the connection when the socket accepts nothing for ``send_stall_s``.
+        self._progress_at = 0.0
+        self._watchdog: asyncio.TimerHandle | None = None
         self.outbox.notify = self._start_writer
         self.outbox.write_now = self._write_now if write_frame is not None else None
 
@@ -133,11 +160,27 @@ class Connection:
                     message = await self._receive()
                 if message["type"] == "websocket.disconnect":
                     break
-                await self._perform(self.protocol.receive(text_of(message)))
+                if self.outbox.begin_answer():
+                    self._abandon(
+                        CloseCode.POLICY,
+                        "client does not read",
+                        f"{self.outbox.pending_bytes()} bytes of frames wait while it sends more",
+                    )
+                    break
+                try:
+                    await self._perform(self.protocol.receive(text_of(message)))
+                except Exception as exc:  # noqa: BLE001 - logged once by _abandon, then closed
+                    self._abandon(CloseCode.INTERNAL_ERROR, "internal error", "a frame failed", exc)
+                    break
+                finally:
+                    self.outbox.end_answer()
                 del message  # not kept in this frame while the connection waits for the next
         finally:
             self._closed = True
             self.outbox.close()
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+                self._watchdog = None
             writer = self._writer
             if writer is not None:
                 writer.cancel()
@@ -151,14 +194,54 @@ class Connection:
                     del gateway.connections_by_owner[self.owner]
 
     async def close(self, code: int, reason: str) -> None:
+        """Close in order after what is being sent; at once if the socket stays blocked."""
         if self._closed:
             return
         self._closed = True
         self.gateway.metrics.closes.labels(str(code)).inc()
+        stall_s = self.gateway.settings.send_stall_s
         try:
-            await self._send({"type": "websocket.close", "code": code, "reason": reason})
+            async with asyncio.timeout(stall_s):
+                await self._send({"type": "websocket.close", "code": code, "reason": reason})
+        except TimeoutError:
+            logger.warning(
+                "close %d of owner %s waited %.1fs for the socket: closing it now",
+                code,
+                self.owner,
+                stall_s,
+            )
+            self._force_close(code, reason)
         except (OSError, RuntimeError) as exc:
             logger.debug("close %d on a connection already gone: %s", code, exc)
+
+    def _abandon(self, code: int, reason: str, why: str, exc: BaseException | None = None) -> None:
+        """Close now, without waiting for the socket (it does not read, or cannot be written):
+        the receive loop ends and everything the connection holds is freed. Logs once."""
+        if self._closed:
+            return
+        self._closed = True
+        self.gateway.metrics.closes.labels(str(code)).inc()
+        log = logger.warning if exc is None else logger.error
+        log("closing owner %s's connection with %d: %s", self.owner, code, why, exc_info=exc)
+        self.outbox.close()
+        self._force_close(code, reason)
+
+    def _force_close(self, code: int, reason: str) -> None:
+        if self._close_now is not None:
+            self._close_now(code, reason)
+            return
+        # Another ASGI server: its close waits for the socket like any other frame.
+        message: Message = {"type": "websocket.close", "code": code, "reason": reason}
+        task = asyncio.ensure_future(self._send(message))
+        _closing.add(task)
+        task.add_done_callback(_closed_without_extension)
+
+    def _overflowed(self) -> None:
+        self._abandon(
+            CloseCode.POLICY,
+            "client does not read",
+            f"over {self.gateway.settings.max_pending_bytes} bytes of frames wait for it",
+        )
 
     # -- actions -------------------------------------------------------------------------------
 
@@ -166,13 +249,7 @@ class Connection:
         for action in actions:
             if self._closed:
                 return
-            try:
-                await self._perform_one(action)
-            except OutboxOverflow as exc:
-                logger.warning(
-                    "closing a client that does not read (owner %s): %s", self.owner, exc
-                )
-                await self.close(CloseCode.POLICY, "client does not read")
+            await self._perform_one(action)
 
     async def _perform_one(self, action: Action) -> None:
         if isinstance(action, SendFrame):
@@ -260,23 +337,56 @@ class Connection:
         if self._writer is not None or self._broken or self.outbox.closed:
             return
         self.outbox.write_now = None
+        loop = asyncio.get_running_loop()
+        self._progress_at = loop.time()
+        if self._watchdog is None:
+            stall_s = self.gateway.settings.send_stall_s
+            self._watchdog = loop.call_at(self._progress_at + stall_s, self._check_stall)
         self._writer = asyncio.create_task(
             self._drain(self.outbox.take_nowait()), name="pgw-ws-writer"
         )
 
+    def _check_stall(self) -> None:
+        """While a writer runs, its socket must accept a frame every ``send_stall_s``."""
+        self._watchdog = None
+        if self._writer is None or self._closed:
+            return
+        loop = asyncio.get_running_loop()
+        stall_s = self.gateway.settings.send_stall_s
+        idle = loop.time() - self._progress_at
+        if idle < stall_s:
+            self._watchdog = loop.call_at(self._progress_at + stall_s, self._check_stall)
+            return
+        self._abandon(
+            CloseCode.POLICY, "client does not read", f"its socket took nothing for {idle:.1f}s"
+        )
+
     async def _drain(self, items: list[Snapshot | str]) -> None:
         outbox = self.outbox
+        loop = asyncio.get_running_loop()
         try:
             while items:
                 for item in items:
                     frame = item if isinstance(item, str) else item.ws_frame
                     await self._send({"type": "websocket.send", "text": frame})
+                    self._progress_at = loop.time()
                 items = outbox.take_nowait() if not outbox.closed else []
         except (OSError, RuntimeError) as exc:
-            # The client is gone; the receive loop sees the disconnect and cleans up.
+            # The client is gone (uvicorn's ClientDisconnected is an OSError); the receive loop
+            # sees the disconnect and cleans up.
             self._broken = True
             logger.debug("send to owner %s failed: %s", self.owner, exc)
+        except Exception as exc:  # noqa: BLE001 - logged once by _abandon, then closed
+            # Anything else would leave a socket that never sends again: close it instead.
+            self._broken = True
+            self._abandon(CloseCode.INTERNAL_ERROR, "internal error", "its writer failed", exc)
         finally:
             self._writer = None
             if not self._broken and not outbox.closed and self._write_frame is not None:
                 outbox.write_now = self._write_now
+
+
+def _closed_without_extension(task: asyncio.Task[None]) -> None:
+    _closing.discard(task)
+    if not task.cancelled() and (exc := task.exception()) is not None:
+        logger.debug("close on a connection already gone: %s", exc)

@@ -25,6 +25,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.protocol import State
 
 EXTENSION = "pgw.write_frame"
+CLOSE_EXTENSION = "pgw.close_now"
 
 
 class ReceiveQueue:
@@ -161,6 +162,7 @@ class FrameWriterProtocol(WebSocketsSansIOProtocol):
         scope = getattr(self, "scope", None)
         if scope is not None:
             scope["extensions"][EXTENSION] = self.write_frame
+            scope["extensions"][CLOSE_EXTENSION] = self.close_now
 
     async def send(self, message: Any) -> None:
         await super().send(message)
@@ -188,3 +190,26 @@ class FrameWriterProtocol(WebSocketsSansIOProtocol):
             return False
         self.transport.write(frame)
         return True
+
+    def close_now(self, code: int, reason: str) -> None:
+        """Close without waiting for the socket to take more (uvicorn's close waits for it).
+
+        For a client that does not read: its close frame goes behind what is buffered, the app
+        sees the disconnect at once, and the transport is aborted after ``close_timeout`` if the
+        client has not read up to it by then (a plain close would wait for it forever).
+        """
+        if (
+            not self.handshake_complete
+            or self.close_sent
+            or self.disconnected
+            or self.initial_response is not None
+            or self.conn.state is not State.OPEN
+            or self.transport.is_closing()
+        ):
+            return  # already closing: the app gets its disconnect from that path
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.conn.send_close(code, reason)
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        self.close_sent = True
+        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.abort)
+        self.transport.close()

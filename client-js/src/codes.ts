@@ -8,8 +8,9 @@
 export const CloseCode = {
   NORMAL: 1000, // client asked to close: do not reconnect
   GOING_AWAY: 1001, // server shutting down: reconnect at once, with jitter
-  POLICY: 1008, // too many bad frames or a full outbox: reconnect with backoff
+  POLICY: 1008, // too many bad frames or a client that does not read: reconnect with backoff
   TOO_LARGE: 1009, // a frame over the size limit: fix the client, reconnect with backoff
+  INTERNAL_ERROR: 1011, // the server failed this connection (logged): reconnect with backoff
   UNAUTHORIZED: 4401, // missing, invalid or expired token: get a fresh token, then reconnect
   AUTH_TIMEOUT: 4408, // no auth frame in time: reconnect with backoff
   TOO_MANY_CONNECTIONS: 4429, // per-owner connection limit: back off longer

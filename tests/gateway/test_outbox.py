@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
-
-from gateway.outbox import Outbox, OutboxOverflow
+from gateway.outbox import Outbox
 
 
 async def test_updates_conflate_in_place_and_keep_order() -> None:
@@ -55,12 +53,52 @@ def test_memory_is_bounded_by_jobs_not_updates() -> None:
     assert len(outbox) == 2
 
 
-def test_control_frames_are_bounded() -> None:
-    outbox: Outbox[str] = Outbox(max_controls=3)
-    for _ in range(3):
-        outbox.offer_control("pong")
-    with pytest.raises(OutboxOverflow):
-        outbox.offer_control("pong")
+def bounded(max_bytes: int) -> tuple[Outbox[str], list[str]]:
+    outbox: Outbox[str] = Outbox(max_bytes=max_bytes, size=len)
+    overflows: list[str] = []
+    outbox.overflow = lambda: overflows.append("overflow")
+    return outbox, overflows
+
+
+def test_pending_bytes_are_bounded() -> None:
+    outbox, overflows = bounded(100)
+    for seq in range(1, 11):
+        outbox.offer_update(f"job{seq}", seq, "u" * 10)
+    assert outbox.pending_bytes() == 100 and not overflows
+    assert outbox.offer_update("job11", 1, "u") == -1
+    assert overflows == ["overflow"] and outbox.closed and len(outbox) == 0
+
+
+def test_conflation_replaces_bytes_instead_of_adding() -> None:
+    outbox, overflows = bounded(100)
+    for seq in range(1, 1001):
+        outbox.offer_update("job", seq, "u" * 60)
+    assert outbox.pending_bytes() == 60 and not overflows
+
+
+def test_the_answers_to_one_frame_may_exceed_the_bound_until_the_next_frame() -> None:
+    outbox, overflows = bounded(100)
+    assert not outbox.begin_answer()
+    for _ in range(300):
+        outbox.offer_control('{"op":"error"}')
+    outbox.offer_update("job", 1, "u" * 10)
+    outbox.end_answer()
+    outbox.offer_update("other", 1, "u" * 10)  # an update after the answers: not counted
+    assert not overflows and len(outbox) == 302
+    # The client sends again without having read them: now they count.
+    assert outbox.begin_answer()
+    outbox.end_answer()
+    outbox.take_nowait()  # the writer took them: nothing waits any more
+    assert not outbox.begin_answer() and outbox.pending_bytes() == 0
+
+
+def test_control_frames_outside_an_answer_are_bounded() -> None:
+    outbox, overflows = bounded(100)
+    for _ in range(10):
+        outbox.offer_control("x" * 10)
+    assert not overflows
+    outbox.offer_control("x")
+    assert overflows == ["overflow"] and outbox.closed
 
 
 class Sink:
