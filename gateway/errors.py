@@ -9,11 +9,14 @@ HTTP ``status_code`` it maps to and whether retrying the same call can succeed (
     ├── Unauthorized          401 unauthorized       missing, forged or expired token
     ├── Forbidden             403 forbidden          the job exists but belongs to someone else
     ├── JobNotFound           404 not_found          no such job (never used for a store outage)
+    ├── RequestTimeout        408 request_timeout    request body not received in time
     ├── Conflict              409 conflict
     │   ├── JobExists         409 job_exists         create with an id that is taken
     │   └── JobFinished       409 job_finished       change to a job in a terminal status
     ├── PayloadTooLarge       413 payload_too_large  result, params or body over its limit
     ├── Unprocessable         422 unprocessable      well-formed but invalid (unknown kind, params)
+    ├── TooManyConnections    429 too_many_connections  the owner holds its limit of streams
+    ├── TooManySubscriptions  429 too_many_subscriptions  a connection watches its limit of jobs
     ├── ExecutorError         502 executor_error     the executor failed to start or reach the work
     │   └── ExecutorUnavailable 503 executor_unavailable   unreachable for now; retry later
     └── StoreUnavailable      503 store_unavailable  store unreachable or failing; retry later
@@ -79,6 +82,13 @@ class JobFinished(Conflict):
         self.status = status
 
 
+class RequestTimeout(GatewayError):
+    """The client sent the request body too slowly; the connection is closed after the answer."""
+
+    code = "request_timeout"
+    status_code = 408
+
+
 class PayloadTooLarge(GatewayError):
     code = "payload_too_large"
     status_code = 413
@@ -87,6 +97,21 @@ class PayloadTooLarge(GatewayError):
 class Unprocessable(GatewayError):
     code = "unprocessable"
     status_code = 422
+
+
+class TooManyConnections(GatewayError):
+    """The owner already holds ``GATEWAY_MAX_CONNECTIONS_PER_OWNER`` connections here."""
+
+    code = "too_many_connections"
+    status_code = 429
+    retryable = True
+
+
+class TooManySubscriptions(GatewayError):
+    """The connection already watches ``GATEWAY_MAX_SUBSCRIPTIONS`` jobs."""
+
+    code = "too_many_subscriptions"
+    status_code = 429
 
 
 class ExecutorError(GatewayError):

@@ -8,12 +8,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from gateway.auth import Claims, verify_token
 from gateway.broker.base import Broker
+from gateway.budget import OwnerBudget
 from gateway.codes import CloseCode
 from gateway.hub import Hub
 from gateway.lifecycle import Lifecycle
@@ -38,8 +38,11 @@ class Gateway:
     limits: Limits
     lifecycle: Lifecycle = field(init=False)
     draining: bool = False
-    connections_by_owner: Counter[str] = field(default_factory=Counter)
+    budget: OwnerBudget = field(init=False)
     closers: dict[int, CloseConnection] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.budget = OwnerBudget(self.settings.max_connections_per_owner, self.metrics)
 
     def verify(self, token: str) -> Claims:
         return verify_token(self.secret, token)

@@ -95,3 +95,15 @@ class Metrics:
             "pgw_reaper_leader", "1 while this process leads the reaper", registry=r
         )
         self.closes = Counter("pgw_ws_closes", "WebSocket closes by code", ["code"], registry=r)
+        self.owner_connections = Gauge(
+            "pgw_owner_connections",
+            "Connections counted against their owner's budget (WebSocket, SSE, long-poll)",
+            ["transport"],
+            registry=r,
+        )
+        self.budget_refused = Counter(
+            "pgw_owner_budget_refused",
+            "Connections refused because their owner was at its limit (4429 / 429)",
+            ["transport"],
+            registry=r,
+        )

@@ -189,9 +189,8 @@ class Connection:
             gateway.closers.pop(id(self), None)
             gateway.metrics.connections.dec()
             if self._counted and self.owner is not None:
-                gateway.connections_by_owner[self.owner] -= 1
-                if gateway.connections_by_owner[self.owner] <= 0:
-                    del gateway.connections_by_owner[self.owner]
+                self._counted = False
+                gateway.budget.release(self.owner, "ws")
 
     async def close(self, code: int, reason: str) -> None:
         """Close in order after what is being sent; at once if the socket stays blocked."""
@@ -272,13 +271,11 @@ class Connection:
 
     async def _admit(self, owner: str) -> None:
         gateway = self.gateway
-        limit = gateway.settings.max_connections_per_owner
-        if gateway.connections_by_owner[owner] >= limit:
-            logger.warning("owner %s is over its %d connections", owner, limit)
+        # One budget with SSE and long-polls (gateway/budget.py); released in ``run``'s finally.
+        if not gateway.budget.acquire(owner, "ws"):
             self.protocol.state = State.CLOSED
             await self.close(CloseCode.TOO_MANY_CONNECTIONS, "too many connections")
             return
-        gateway.connections_by_owner[owner] += 1
         self._counted = True
         self.owner = owner
         now = format_time(datetime.now(UTC))

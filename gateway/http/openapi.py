@@ -157,7 +157,7 @@ def _paths(settings: Settings) -> Doc:
                         "The new job's snapshot.",
                         {**etag, "Location": _ref("headers", "Location")},
                     ),
-                    **_problems(400, 401, 413, 422, 502, 503),
+                    **_problems(400, 401, 408, 413, 422, 502, 503),
                 },
             }
         },
@@ -187,6 +187,7 @@ def _paths(settings: Settings) -> Doc:
                 _ref("parameters", "IfNoneMatch"),
                 _ref("parameters", "Wait"),
                 **{"304": {"description": "Not modified: the seq is unchanged.", "headers": etag}},
+                **_problems(429),
             )
         },
         "/exports/{id}/events": {
@@ -213,6 +214,7 @@ def _paths(settings: Settings) -> Doc:
                 },
                 _ref("parameters", "LastEventId"),
                 _ref("parameters", "LastEventIdQuery"),
+                **_problems(429),
             )
         },
         "/exports/{id}/history": {
@@ -235,7 +237,7 @@ def _paths(settings: Settings) -> Doc:
                 "`cancel_requested: true` for its worker to act on. Repeating is harmless "
                 "(200, unchanged). A job that already succeeded or failed answers 409.",
                 {"200": _json(_ref("schemas", "Job"), "The snapshot after the request.", etag)},
-                **_problems(409, 413),
+                **_problems(408, 409, 413),
             )
         },
     }
@@ -247,6 +249,7 @@ def _schemas() -> Doc:
     codes = sorted(
         {value for name, value in vars(ErrorCode).items() if name.isupper()}
         | {"internal", "job_exists", "method_not_allowed", "payload_too_large", "http_error"}
+        | {"request_timeout", "too_many_connections"}
     )
     return {
         "Job": {
@@ -344,9 +347,15 @@ PROBLEM_RESPONSES = {
     ),
     403: ("The job exists but belongs to someone else.", {}),
     404: ("No such job.", {}),
+    408: ("The request body did not arrive in time; the connection is closed.", {}),
     409: ("The job already succeeded or failed.", {}),
     413: ("The request body (or its params) is over the limit.", {}),
     422: ("Unknown kind, or params that do not validate against the kind.", {}),
+    429: (
+        "The owner already holds its limit of connections (WebSocket, SSE and waiting "
+        "long-polls together) on this gateway: retry after `Retry-After` seconds.",
+        {"Retry-After": _ref("headers", "RetryAfter")},
+    ),
     502: ("The executor could not start the job; the job ended `failed` (`spawn_error`).", {}),
     503: (
         "The store (or, for a create, the executor) is unavailable: retry after `Retry-After` "

@@ -52,15 +52,14 @@ async def gateway_error(request: Request, exc: Exception) -> Response:
     detail = exc.message
     if isinstance(exc, StoreUnavailable):
         logger.error("%s %s owner=%s job=%s: %s: %s", *context, exc.message)
-        headers["Retry-After"] = str(RETRY_AFTER_S)
         # The driver's message names hosts and ports: it goes to the log, not to the client.
         detail = STORE_UNAVAILABLE_DETAIL
     elif exc.status_code >= 500:
         logger.error("%s %s owner=%s job=%s: %s: %s", *context, exc.message)
-        if exc.retryable:
-            headers["Retry-After"] = str(RETRY_AFTER_S)
     else:
         logger.info("%s %s owner=%s job=%s: %s: %s", *context, exc.message)
+    if exc.retryable:  # an outage (503) or the owner's connection budget (429)
+        headers["Retry-After"] = str(RETRY_AFTER_S)
     if exc.status_code == 401:
         given = getattr(request.state, "auth_challenge", None)
         headers["WWW-Authenticate"] = given if isinstance(given, str) else challenge()
