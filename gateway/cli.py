@@ -72,7 +72,7 @@ def add_serve(subparsers: Subparsers) -> None:
     parser.add_argument("--redis-url", help="Redis URL (GATEWAY_REDIS_URL or REDIS_URL)")
     parser.add_argument("--sqlite-path", help="embedded store file (GATEWAY_SQLITE_PATH)")
     parser.add_argument("--drain-s", type=float, help="seconds to spread 1001 closes over (10)")
-    parser.add_argument("--resync-s", type=float, help="anti-entropy interval (5)")
+    parser.add_argument("--resync-s", type=float, help="loss repair bound, s (5)")
     parser.add_argument(
         "--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"]
     )

@@ -3,10 +3,26 @@
 Each published snapshot is decoded once and turned into one shared ``Snapshot``; its frame for a
 transport is encoded once, on first use, however many connections receive it. Channels are
 subscribed with reference counts: the first watcher of a job subscribes, the last one leaving
-unsubscribes. Subscribing is race-free (subscribe first, then read the stored snapshot), and the
-hub assumes pub/sub loses messages: after every broker reconnect (all watched jobs), and every
-``resync_s`` (a tenth of them every tenth of it), it compares the ``seq`` of watched jobs with the
-store and delivers what is missing.
+unsubscribes.
+
+Isolation: a connection becomes a watcher of a job only after the stored snapshot says it owns
+the job. Between the subscribe and that check the job is only *being checked*: its channel is
+subscribed (so no change is missed) and the newest snapshot is remembered, but nothing reaches the
+connection. Fan-out also drops a snapshot whose owner is not the connection's owner.
+
+Repair: the store is the source of truth and pub/sub may lose messages, so the hub compares what
+it delivered with the store
+
+- after every broker reconnect, for every watched job and every ``scope: mine`` owner (a job
+  created during the gap is adopted from the owner's index);
+- when a job's channel carries a ``seq`` below the one delivered (a late message, or a store that
+  went back after a failover or a forged message);
+- every ``resync_s``, retrying whatever failed (a reconnect resync, an adopt, a check);
+- every ``sweep_s``, for all watched jobs and owners, a tick's slice at a time: the safety net,
+  rare because idle jobs cost nothing between sweeps.
+
+When the store's ``seq`` is *below* what was delivered, the stored snapshot goes out marked as a
+reset, which clients accept in place of what they had.
 """
 
 from __future__ import annotations
@@ -14,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import struct
 import time
 from collections.abc import Iterable, Sequence
@@ -21,18 +38,19 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from gateway.broker.base import Broker, MalformedMessage
-from gateway.errors import Forbidden, GatewayError, JobNotFound
+from gateway.errors import Forbidden, GatewayError, JobNotFound, TooManySubscriptions
 from gateway.metrics import Metrics
-from gateway.outbox import Outbox
+from gateway.outbox import Outbox, OutboxOverflow
+from gateway.protocol import error_frame
 from gateway.store import JobStore
 from gateway.tasks import TaskGroup
 
 logger = logging.getLogger("gateway.hub")
 
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
-# The periodic resync reads one slice of the watched jobs per tick, so each job is checked once
-# every ``resync_s`` and no tick holds the event loop for a read of every watched job at once.
-RESYNC_SLICES = 10
+# A ``scope: mine`` reconciliation adopts finished jobs created this long before the watch began
+# (gateway and store clocks differ a little).
+CLOCK_MARGIN_S = 5.0
 
 
 class Snapshot:
@@ -45,6 +63,7 @@ class Snapshot:
         "job_id",
         "owner",
         "raw",
+        "reset",
         "seq",
         "terminal",
         "updated_at",
@@ -73,14 +92,26 @@ class Snapshot:
         self.seq: int = seq
         self.terminal: bool = status in TERMINAL
         self.updated_at: str = updated_at
+        # The store went back below what was delivered: clients replace their state with this.
+        self.reset = False
         self._ws: str | None = None
         self._ws_bytes: bytes | None = None
         self._sse: str | None = None
 
+    def as_reset(self) -> Snapshot:
+        """The same snapshot, marked so clients accept it although its ``seq`` is lower."""
+        reset = Snapshot.__new__(Snapshot)
+        for name in ("raw", "job_id", "owner", "seq", "terminal", "updated_at"):
+            setattr(reset, name, getattr(self, name))
+        reset.reset = True
+        reset._ws = reset._ws_bytes = reset._sse = None
+        return reset
+
     @property
     def ws_frame(self) -> str:
         if self._ws is None:
-            self._ws = '{"op":"update","job":' + self.raw + "}"
+            tail = ',"reset":true}' if self.reset else "}"
+            self._ws = '{"op":"update","job":' + self.raw + tail
         return self._ws
 
     @property
@@ -101,7 +132,8 @@ class Snapshot:
     @property
     def sse_frame(self) -> str:
         if self._sse is None:
-            self._sse = f"id: {self.seq}\nevent: update\ndata: {self.raw}\n\n"
+            event = "reset" if self.reset else "update"
+            self._sse = f"id: {self.seq}\nevent: {event}\ndata: {self.raw}\n\n"
         return self._sse
 
 
@@ -122,16 +154,31 @@ class Hub:
         metrics: Metrics,
         *,
         resync_s: float = 5.0,
+        sweep_s: float = 60.0,
+        max_subscriptions: int = 1000,
     ) -> None:
         self.store = store
         self.broker = broker
         self.metrics = metrics
         self.resync_s = resync_s
+        self.sweep_s = sweep_s
+        self.max_subscriptions = max_subscriptions
+        # Connections allowed to receive each job (owner checked).
         self._watchers: dict[str, set[Outbox[Snapshot]]] = {}
-        # Watched job ids by resync slice (``hash(id) % RESYNC_SLICES``).
-        self._slices: list[set[str]] = [set() for _ in range(RESYNC_SLICES)]
-        self._owner_watchers: dict[str, set[Outbox[Snapshot]]] = {}
-        self._latest: dict[str, int] = {}
+        # Watches between their subscribe and their owner check, per job: they keep the channel.
+        self._checking: dict[str, int] = {}
+        # The newest snapshot seen of every job watched or being checked.
+        self._latest: dict[str, Snapshot] = {}
+        # ``scope: mine`` watchers per owner, with when each began (``time.time()``).
+        self._owner_watchers: dict[str, dict[Outbox[Snapshot], float]] = {}
+        # The sweep reads one slice per ``resync_s`` tick, so each job is read every ``sweep_s``.
+        self._slice_count = max(1, math.ceil(sweep_s / resync_s))
+        self._slices: list[set[str]] = [set() for _ in range(self._slice_count)]
+        # Work to retry on the next tick, and jobs with a check in flight.
+        self._resync_all = False
+        self._retry_jobs: set[str] = set()
+        self._retry_owners: set[str] = set()
+        self._checks_in_flight: set[str] = set()
         self._tasks = TaskGroup(logger, "hub")
         self._resync_task: asyncio.Task[None] | None = None
         self._debug = logger.isEnabledFor(logging.DEBUG)
@@ -141,8 +188,8 @@ class Hub:
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.broker.start(self.on_snapshot, self.on_created, self.resync)
-        self._resync_task = asyncio.create_task(self._resync_loop(), name="pgw-resync")
+        await self.broker.start(self.on_snapshot, self.on_created, self.on_reconnect)
+        self._resync_task = asyncio.create_task(self._maintain(), name="pgw-resync")
 
     async def aclose(self) -> None:
         if self._resync_task is not None:
@@ -156,40 +203,86 @@ class Hub:
     async def watch(
         self, outbox: Outbox[Snapshot], owner: str, jobs: Sequence[tuple[str, int | None]]
     ) -> list[WatchResult]:
-        """Watch jobs for ``outbox`` (the caller owns them all, or gets ``forbidden``).
+        """Watch jobs for ``outbox`` once the store says ``owner`` owns them.
 
-        Queues each job's snapshot when it is newer than the ``seq`` the client has. Raises
+        Queues each job's snapshot when it is newer than the ``seq`` the client has (or, when
+        the client has a ``seq`` the store no longer has, the stored one as a reset). Raises
         ``StoreUnavailable`` when the store cannot be read; nothing is left watched then.
         """
+        if outbox.owner is None:
+            outbox.owner = owner
+        elif outbox.owner != owner:
+            raise Forbidden(f"this connection belongs to {outbox.owner}, not {owner}")
         ids = [job_id for job_id, _ in jobs]
-        for job_id, seq in jobs:
-            if seq:
-                outbox.set_known_seq(job_id, seq)
-        self._add(outbox, ids)
+        for job_id in ids:
+            self._begin_check(job_id)
         try:
-            # Subscribe first, then read: a change between the two arrives on the channel.
+            # Subscribe first, then read: a change between the two arrives on the channel and is
+            # remembered in ``_latest`` while the owner is checked.
             await self.broker.watch_jobs(ids)
             raws = await self.store.snapshots(ids)
-        except BaseException:
-            self.unwatch(outbox, ids)
-            raise
-        results: list[WatchResult] = []
-        finished: list[str] = []
-        for job_id, raw in zip(ids, raws, strict=True):
-            if raw is None:
-                finished.append(job_id)
-                results.append(WatchResult(job_id, error=_not_found(job_id)))
+            return [
+                self._admit(outbox, owner, job_id, seq, raw)
+                for (job_id, seq), raw in zip(jobs, raws, strict=True)
+            ]
+        finally:
+            self._end_checks(ids)
+
+    def _admit(
+        self, outbox: Outbox[Snapshot], owner: str, job_id: str, seq: int | None, raw: str | None
+    ) -> WatchResult:
+        """The owner check, then (only then) the connection becomes a watcher of the job."""
+        if raw is None:
+            return WatchResult(job_id, error=_not_found(job_id))
+        stored = Snapshot(raw)
+        if stored.owner != owner:
+            logger.info("job %s refused to %s: it belongs to someone else", job_id, owner)
+            return WatchResult(job_id, error=_forbidden(job_id))
+        watchers = self._watchers.get(job_id)
+        if (watchers is None or outbox not in watchers) and (
+            outbox.watch_count() >= self.max_subscriptions
+        ):
+            return WatchResult(job_id, error=_too_many(job_id, self.max_subscriptions))
+        latest = self._latest.get(job_id)
+        if latest is None or latest.owner != stored.owner or latest.seq < stored.seq:
+            latest = self._latest[job_id] = stored
+        if watchers is None:
+            watchers = self._watchers[job_id] = set()
+            self._slices[hash(job_id) % self._slice_count].add(job_id)
+            self.metrics.channels.set(len(self._watchers))
+        if outbox not in watchers:
+            watchers.add(outbox)
+            outbox.track(job_id)
+            self.metrics.subscriptions.inc()
+        if seq and seq > latest.seq:
+            # The client has a seq the store does not: the store went back (failover, restore).
+            outbox.offer_reset(job_id, latest.seq, latest.as_reset())
+            self.metrics.resync_repairs.inc()
+            logger.info("job %s: client had seq %d, store has %d: reset", job_id, seq, latest.seq)
+        else:
+            if seq:
+                outbox.set_known_seq(job_id, seq)
+            self._offer(outbox, latest)
+        if latest.terminal:
+            self._release(outbox, job_id)
+        return WatchResult(job_id, snapshot=latest)
+
+    def _begin_check(self, job_id: str) -> None:
+        self._checking[job_id] = self._checking.get(job_id, 0) + 1
+
+    def _end_checks(self, job_ids: Iterable[str]) -> None:
+        gone: list[str] = []
+        for job_id in job_ids:
+            left = self._checking[job_id] - 1
+            if left:
+                self._checking[job_id] = left
                 continue
-            snapshot = Snapshot(raw)
-            if snapshot.owner != owner:
-                finished.append(job_id)
-                results.append(WatchResult(job_id, error=_forbidden(job_id)))
-                continue
-            self._deliver_to(outbox, snapshot)
-            results.append(WatchResult(job_id, snapshot=snapshot))
-        if finished:
-            self.unwatch(outbox, finished)
-        return results
+            del self._checking[job_id]
+            if job_id not in self._watchers:
+                self._latest.pop(job_id, None)
+                gone.append(job_id)
+        if gone:
+            self.broker.unwatch_jobs(gone)
 
     def unwatch(self, outbox: Outbox[Snapshot], job_ids: Iterable[str]) -> None:
         gone: list[str] = []
@@ -200,8 +293,7 @@ class Hub:
             watchers.discard(outbox)
             outbox.forget(job_id)
             self.metrics.subscriptions.dec()
-            if not watchers:
-                self._forget(job_id)
+            if not watchers and self._forget(job_id):
                 gone.append(job_id)
         if gone:
             self.metrics.channels.set(len(self._watchers))
@@ -209,20 +301,22 @@ class Hub:
 
     async def watch_owner(self, outbox: Outbox[Snapshot], owner: str) -> list[WatchResult]:
         """Watch every non-terminal job of ``owner`` now, and every job it creates later."""
-        self._owner_watchers.setdefault(owner, set()).add(outbox)
+        if outbox.owner is None:
+            outbox.owner = owner
+        self._owner_watchers.setdefault(owner, {}).setdefault(outbox, time.time())
         try:
             await self.broker.watch_owner(owner)
             owned = await self.store.owner_jobs(owner, recent_s=0)
+            return await self.watch(outbox, owner, [(job.id, None) for job in owned.active])
         except BaseException:
             self.unwatch_owner(outbox, owner)
             raise
-        return await self.watch(outbox, owner, [(job.id, None) for job in owned.active])
 
     def unwatch_owner(self, outbox: Outbox[Snapshot], owner: str) -> None:
         watchers = self._owner_watchers.get(owner)
         if watchers is None or outbox not in watchers:
             return
-        watchers.discard(outbox)
+        del watchers[outbox]
         if not watchers:
             del self._owner_watchers[owner]
             self.broker.unwatch_owner(owner)
@@ -241,13 +335,31 @@ class Hub:
     def on_snapshot(self, raw: str) -> None:
         """A snapshot arrived on a job channel: fan it out, encoded once."""
         snapshot = Snapshot(raw)
-        watchers = self._watchers.get(snapshot.job_id)
-        if not watchers or snapshot.seq <= self._latest.get(snapshot.job_id, 0):
+        job_id = snapshot.job_id
+        latest = self._latest.get(job_id)
+        if latest is None:
+            if job_id in self._checking:
+                self._latest[job_id] = snapshot
             return
-        self._latest[snapshot.job_id] = snapshot.seq
+        seq = snapshot.seq
+        if seq <= latest.seq:
+            if seq < latest.seq:
+                # Late (a resync got there first), or the store went back: the store decides.
+                self._check_soon(job_id)
+            return
+        owner = latest.owner
+        if snapshot.owner != owner:
+            self._drop_foreign(snapshot, owner)
+            return
+        self._latest[job_id] = snapshot
+        watchers = self._watchers.get(job_id)
+        if not watchers:
+            return
         delivered = conflated = 0
-        job_id, seq = snapshot.job_id, snapshot.seq
         for outbox in watchers:
+            if outbox.owner != owner:
+                self._drop_foreign(snapshot, outbox.owner)
+                continue
             outcome = outbox.offer_update(job_id, seq, snapshot)
             if outcome >= 0:
                 delivered += 1
@@ -257,12 +369,10 @@ class Hub:
         if conflated:
             self._conflated.inc(conflated)
         if snapshot.terminal:
-            self._finished(snapshot.job_id)
+            self._finished(job_id)
         self._observe_latency(snapshot)
         if self._debug:
-            logger.debug(
-                "job %s seq %d to %d connections", snapshot.job_id, snapshot.seq, len(watchers)
-            )
+            logger.debug("job %s seq %d to %d connections", job_id, seq, len(watchers))
 
     def on_created(self, raw: str) -> None:
         """A job was created: every ``scope: mine`` watcher of its owner starts watching it."""
@@ -271,28 +381,57 @@ class Hub:
         if not watchers:
             return
         for outbox in list(watchers):
-            self._tasks.spawn(self._adopt(outbox, snapshot.owner, snapshot.job_id))
+            self._tasks.spawn(self._adopt(outbox, snapshot.owner, [snapshot.job_id]))
 
-    async def _adopt(self, outbox: Outbox[Snapshot], owner: str, job_id: str) -> None:
-        if outbox.closed or outbox.watches(job_id):
+    async def _adopt(self, outbox: Outbox[Snapshot], owner: str, job_ids: list[str]) -> None:
+        wanted = [job_id for job_id in job_ids if not outbox.watches(job_id)]
+        if outbox.closed or not wanted:
             return
         try:
-            await self.watch(outbox, owner, [(job_id, None)])
+            results = await self.watch(outbox, owner, [(job_id, None) for job_id in wanted])
         except GatewayError as exc:
-            # The next resync cannot help a job we never watched: say so loudly.
-            logger.error("could not watch new job %s of %s: %s", job_id, owner, exc)
-
-    def _deliver_to(self, outbox: Outbox[Snapshot], snapshot: Snapshot) -> None:
-        self._offer(outbox, snapshot)
-        if snapshot.terminal:
-            self._release(outbox, snapshot.job_id)
+            # Retried by the next tick's reconciliation of the owner, not dropped.
+            self._retry_owners.add(owner)
+            logger.warning(
+                "could not watch %d new jobs of %s (retrying in %.1fs): %s",
+                len(wanted),
+                owner,
+                self.resync_s,
+                exc,
+            )
+            return
+        for result in results:
+            if result.error is None or outbox.closed:
+                continue
+            logger.warning("scope mine of %s: %s", owner, result.error.message)
+            try:
+                outbox.offer_control(
+                    error_frame(result.error.code, result.error.message, result.job_id)
+                )
+            except OutboxOverflow as exc:
+                # The connection closes itself at its next control frame; nothing more to say.
+                logger.warning("scope mine of %s: client does not read: %s", owner, exc)
+                return
 
     def _offer(self, outbox: Outbox[Snapshot], snapshot: Snapshot) -> None:
+        if outbox.owner != snapshot.owner:
+            self._drop_foreign(snapshot, outbox.owner)
+            return
         outcome = outbox.offer_update(snapshot.job_id, snapshot.seq, snapshot)
         if outcome >= 0:
             self._deliveries.inc()
             if outcome == 1:
                 self._conflated.inc()
+
+    def _drop_foreign(self, snapshot: Snapshot, owner: str | None) -> None:
+        """Defence in depth: a snapshot whose owner is not the watcher's never goes out."""
+        self.metrics.malformed_messages.inc()
+        logger.error(
+            "dropped a snapshot of job %s owned by %r for a watcher owned by %r",
+            snapshot.job_id,
+            snapshot.owner,
+            owner,
+        )
 
     def _finished(self, job_id: str) -> None:
         """Nothing follows a terminal snapshot: every watcher stops listening for the job."""
@@ -306,8 +445,7 @@ class Hub:
         watchers.discard(outbox)
         outbox.untrack(job_id)  # keeps the pending terminal frame
         self.metrics.subscriptions.dec()
-        if not watchers:
-            self._forget(job_id)
+        if not watchers and self._forget(job_id):
             self.metrics.channels.set(len(self._watchers))
             self.broker.unwatch_jobs([job_id])
 
@@ -318,78 +456,165 @@ class Hub:
             return
         self.metrics.publish_to_send.observe(max(0.0, time.time() - published))
 
-    # -- resync ----------------------------------------------------------------------------------
+    # -- repair ----------------------------------------------------------------------------------
+
+    async def on_reconnect(self) -> None:
+        """The broker (re)subscribed: what was published meanwhile is gone; read the store."""
+        self._resync_all = True
+        self._retry_owners.update(self._owner_watchers)
+        await self._retry()
 
     async def resync(self, job_ids: Iterable[str] | None = None) -> None:
-        """Deliver watched jobs (all, or these) whose stored ``seq`` is newer than we fanned out."""
-        if job_ids is None:
-            ids = list(self._watchers)
-        else:
-            ids = [job_id for job_id in job_ids if job_id in self._watchers]
-        if not ids:
+        """Deliver what the store has and watchers lack, for watched jobs (all, or these).
+
+        Raises ``StoreUnavailable`` if the store cannot be read.
+        """
+        ids = list(self._watchers) if job_ids is None else list(job_ids)
+        # What was delivered before the read was sent: a store below it after the read is a
+        # store that went back, not a message that overtook the read.
+        observed = {job_id: latest.seq for job_id in ids if (latest := self._latest.get(job_id))}
+        if not observed:
             return
+        ids = list(observed)
         seqs = await self.store.seqs(ids)
-        behind = [
+        differ = [
             job_id
             for job_id, seq in zip(ids, seqs, strict=True)
-            if seq is not None and seq > self._latest.get(job_id, 0)
+            if seq is not None and seq != observed[job_id]
         ]
-        if not behind:
+        if not differ:
             return
-        raws = await self.store.snapshots(behind)
-        for raw in raws:
-            if raw is None:
-                continue
-            snapshot = Snapshot(raw)
-            watchers = self._watchers.get(snapshot.job_id)
-            if not watchers:
-                continue
-            repaired = False
-            for outbox in watchers:
-                if snapshot.seq > outbox.known_seq(snapshot.job_id):
-                    repaired = True
-                self._offer(outbox, snapshot)
-            self._latest[snapshot.job_id] = max(self._latest.get(snapshot.job_id, 0), snapshot.seq)
-            if snapshot.terminal:
-                self._finished(snapshot.job_id)
+        for raw in await self.store.snapshots(differ):
+            if raw is not None:
+                self._repair(Snapshot(raw), observed)
+
+    def _repair(self, stored: Snapshot, observed: dict[str, int]) -> None:
+        job_id = stored.job_id
+        latest = self._latest.get(job_id)
+        watchers = self._watchers.get(job_id)
+        if latest is None or not watchers:
+            return
+        if stored.seq > latest.seq:
+            self._latest[job_id] = stored
+            repaired = any(stored.seq > outbox.known_seq(job_id) for outbox in watchers)
+            for outbox in list(watchers):
+                self._offer(outbox, stored)
             if repaired:
                 self.metrics.resync_repairs.inc()
-                logger.info("resync delivered job %s seq %d", snapshot.job_id, snapshot.seq)
+                logger.info("resync delivered job %s seq %d", job_id, stored.seq)
+        elif stored.seq < latest.seq == observed.get(job_id):
+            logger.warning(
+                "job %s: store has seq %d, below the %d delivered: resetting %d watchers",
+                job_id,
+                stored.seq,
+                latest.seq,
+                len(watchers),
+            )
+            self._latest[job_id] = stored
+            reset = stored.as_reset()
+            for outbox in list(watchers):
+                if outbox.owner != stored.owner:
+                    self._drop_foreign(stored, outbox.owner)
+                elif outbox.offer_reset(job_id, stored.seq, reset):
+                    self._deliveries.inc()
+            self.metrics.resync_repairs.inc()
+        else:
+            return
+        if stored.terminal:
+            self._finished(job_id)
 
-    async def _resync_loop(self) -> None:
+    def _check_soon(self, job_id: str) -> None:
+        if job_id not in self._checks_in_flight:
+            self._checks_in_flight.add(job_id)
+            self._tasks.spawn(self._check(job_id), name="pgw-hub-check")
+
+    async def _check(self, job_id: str) -> None:
+        try:
+            await self.resync([job_id])
+        except GatewayError as exc:
+            self._retry_jobs.add(job_id)
+            logger.warning(
+                "check of job %s failed, retrying in %.1fs: %s", job_id, self.resync_s, exc
+            )
+        finally:
+            self._checks_in_flight.discard(job_id)
+
+    async def reconcile_owner(self, owner: str) -> None:
+        """Adopt, for each ``scope: mine`` watcher of ``owner``, the jobs the store's owner index
+        has and the watcher never got (their create notice was lost in a subscriber gap)."""
+        watchers = self._owner_watchers.get(owner)
+        if not watchers:
+            return
+        now = time.time()
+        earliest = min(watchers.values())
+        owned = await self.store.owner_jobs(owner, recent_s=now - earliest + CLOCK_MARGIN_S)
+        for outbox, since in list(watchers.items()):
+            if outbox.closed:
+                continue
+            cutoff = since - CLOCK_MARGIN_S
+            missing = [
+                job.id
+                for job in owned.active
+                if not outbox.watches(job.id) and outbox.known_seq(job.id) == 0
+            ] + [
+                job.id
+                for job in owned.recent
+                if job.created_at.timestamp() >= cutoff and outbox.known_seq(job.id) == 0
+            ]
+            if missing:
+                logger.info("scope mine of %s: adopting %d missed jobs", owner, len(missing))
+                await self._adopt(outbox, owner, missing)
+
+    async def _retry(self) -> None:
+        """Repeat what failed: a resync after a reconnect, checks, owner reconciliations."""
+        try:
+            if self._resync_all:
+                self._retry_jobs.clear()
+                await self.resync()
+                self._resync_all = False
+            elif self._retry_jobs:
+                jobs, self._retry_jobs = self._retry_jobs, set()
+                try:
+                    await self.resync(jobs)
+                except BaseException:
+                    self._retry_jobs |= jobs
+                    raise
+            while self._retry_owners:
+                owner = next(iter(self._retry_owners))
+                await self.reconcile_owner(owner)
+                self._retry_owners.discard(owner)
+        except GatewayError as exc:
+            logger.warning("resync failed, retrying in %.1fs: %s", self.resync_s, exc)
+
+    async def _maintain(self) -> None:
+        """Every ``resync_s``: retry what failed, then sweep one slice of jobs and owners."""
         tick = 0
         while True:
-            await asyncio.sleep(self.resync_s / RESYNC_SLICES)
-            tick = (tick + 1) % RESYNC_SLICES
+            await asyncio.sleep(self.resync_s)
+            tick = (tick + 1) % self._slice_count
+            await self._retry()
+            jobs = list(self._slices[tick])
+            owners = [
+                owner for owner in self._owner_watchers if hash(owner) % self._slice_count == tick
+            ]
             try:
-                await self.resync(list(self._slices[tick]))
+                await self.resync(jobs)
             except GatewayError as exc:
-                logger.warning(
-                    "anti-entropy resync of slice %d failed, retrying in %.1fs: %s",
-                    tick,
-                    self.resync_s,
-                    exc,
-                )
+                self._retry_jobs.update(jobs)
+                logger.warning("sweep of %d jobs failed, retrying: %s", len(jobs), exc)
+            self._retry_owners.update(owners)
+            await self._retry()
 
     # -- bookkeeping -----------------------------------------------------------------------------
 
-    def _add(self, outbox: Outbox[Snapshot], job_ids: Iterable[str]) -> None:
-        for job_id in job_ids:
-            watchers = self._watchers.get(job_id)
-            if watchers is None:
-                watchers = self._watchers[job_id] = set()
-                self._slices[hash(job_id) % RESYNC_SLICES].add(job_id)
-            if outbox not in watchers:
-                watchers.add(outbox)
-                outbox.track(job_id)
-                self.metrics.subscriptions.inc()
-        self.metrics.channels.set(len(self._watchers))
-
-    def _forget(self, job_id: str) -> None:
-        """The last watcher of ``job_id`` is gone."""
+    def _forget(self, job_id: str) -> bool:
+        """The last watcher of ``job_id`` is gone; True if its channel can go too."""
         del self._watchers[job_id]
+        self._slices[hash(job_id) % self._slice_count].discard(job_id)
+        if job_id in self._checking:
+            return False
         self._latest.pop(job_id, None)
-        self._slices[hash(job_id) % RESYNC_SLICES].discard(job_id)
+        return True
 
 
 def _not_found(job_id: str) -> GatewayError:
@@ -398,3 +623,7 @@ def _not_found(job_id: str) -> GatewayError:
 
 def _forbidden(job_id: str) -> GatewayError:
     return Forbidden(f"job {job_id} belongs to someone else", job_id=job_id)
+
+
+def _too_many(job_id: str, limit: int) -> GatewayError:
+    return TooManySubscriptions(f"at most {limit} jobs per connection", job_id=job_id)

@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     # Cross-origin browsers allowed for CORS and the WebSocket Origin check; "*" allows any.
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
     resync_s: float = Field(default=5.0, gt=0, le=3600)
-    probe_s: float = Field(default=5.0, gt=0, le=3600)
+    probe_s: float = Field(default=1.0, gt=0, le=3600)
     drain_s: float = Field(default=10.0, ge=0, le=600)
     auth_timeout_s: float = Field(default=10.0, gt=0, le=300)
     ws_heartbeat_s: float = Field(default=20.0, gt=0, le=3600)

@@ -105,9 +105,14 @@ class Subscriber:
         return replies
 
     def fail(self, reason: BaseException) -> None:
-        """Abandon the connection: the pending and every later ``read`` raise ``reason``."""
+        """Abandon the connection: the pending and every later ``read`` raise ``reason``.
+
+        Aborted, not closed: a close waits to flush what is buffered, and a silent peer never
+        takes it, so a ``drain`` blocked on the full buffer would never wake.
+        """
         self._failure = reason
-        self.close()
+        self._writer.transport.abort()
+        self._reader.feed_eof()
 
     def close(self) -> None:
         self._writer.close()

@@ -1,9 +1,13 @@
 """``/healthz`` (the process runs), ``/readyz`` (it can serve), ``/metrics`` (Prometheus).
 
-These are the only routes without authentication: they reveal no job data.
+These are the only routes without authentication: they reveal no job data, and ``/readyz`` no
+store address or driver message either (those go to the log).
 """
 
 from __future__ import annotations
+
+import asyncio
+import logging
 
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
@@ -12,6 +16,12 @@ from starlette.routing import Route
 
 from gateway.errors import StoreUnavailable
 from gateway.gateway import Gateway
+
+logger = logging.getLogger("gateway.http.health")
+
+# A store that has not answered a ping by then is not ready: a readiness probe must not hang on a
+# stalled one (orchestrators time probes out after ~1 s).
+READY_PING_TIMEOUT_S = 0.5
 
 
 async def healthz(request: Request) -> Response:
@@ -22,9 +32,16 @@ async def readyz(request: Request) -> Response:
     gateway: Gateway = request.state.gateway
     problems: list[str] = []
     try:
-        await gateway.store.ping()
+        async with asyncio.timeout(READY_PING_TIMEOUT_S):
+            await gateway.store.ping()
     except StoreUnavailable as exc:
-        problems.append(f"store: {exc.message}")
+        logger.warning("not ready: %s", exc.message)
+        problems.append("store: unavailable")
+    except TimeoutError:
+        logger.warning(
+            "not ready: the store did not answer a ping within %ss", READY_PING_TIMEOUT_S
+        )
+        problems.append("store: unavailable")
     if not gateway.broker.connected:
         problems.append("subscriber: not connected")
     if gateway.draining:

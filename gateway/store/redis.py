@@ -19,8 +19,6 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -44,7 +42,7 @@ from gateway.models import (
     check_job_id,
     check_owner,
 )
-from gateway.redis_client import connection_pool
+from gateway.redis_client import SOCKET_TIMEOUT_S, connection_pool
 from gateway.store.base import (
     DEFAULT_OWNER_LIMIT,
     DEFAULT_RECENT_S,
@@ -56,7 +54,8 @@ from gateway.store.base import (
 
 APPLY_LUA = resources.files("gateway.store").joinpath("lua/apply.lua").read_text("utf-8")
 MAX_CONNECTIONS = 64
-POOL_TIMEOUT_S = 5.0
+# Waiting longer for a pooled connection than a command may take only stacks up the wait.
+POOL_TIMEOUT_S = SOCKET_TIMEOUT_S
 APPLY_SHA = hashlib.sha1(APPLY_LUA.encode("utf-8")).hexdigest()
 
 
@@ -135,10 +134,13 @@ class CommandBatcher:
                         pipe.execute_command(*args)
                     replies = await pipe.execute(raise_on_error=False)
             except Exception as exc:  # noqa: BLE001 - every caller of the batch gets it
+                # And every caller queued behind it: their batches would go to the server that
+                # just failed to answer, waiting one socket timeout after another.
+                batch += [queue.popleft() for _ in range(len(queue))]
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
-                continue
+                return
             except BaseException:
                 for _, future in batch:
                     future.cancel()
@@ -219,15 +221,13 @@ class RedisJobStore:
     def from_url(cls, url: str, options: StoreOptions | None = None) -> RedisJobStore:
         # A blocking pool: with redis-py's default pool, the 101st concurrent command raises
         # "Too many connections" instead of waiting, which a reconnect storm reaches at once.
+        # Timeouts and retries are gateway/redis_client.py's: a stalled Redis fails a command
+        # within ~1 s, so with the pool wait a request answers 503 within ~2 s.
         pool = connection_pool(
             url,
             aioredis.BlockingConnectionPool,
             max_connections=MAX_CONNECTIONS,
             timeout=POOL_TIMEOUT_S,
-            retry=Retry(ExponentialWithJitterBackoff(base=0.05, cap=1.0), retries=3),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
-            socket_connect_timeout=2.0,
-            socket_timeout=5.0,
             health_check_interval=30,
         )
         return cls(

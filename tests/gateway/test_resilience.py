@@ -40,6 +40,7 @@ def gateways(durable_redis: RedisServer, tmp_path: Path) -> Iterator[list[Gatewa
             tmp_path / f"gateway-{n}.log",
             key_prefix=PREFIX,
             resync_s="1",
+            sweep_s="1",
             probe_s="1",
             drain_s="1",
         )

@@ -8,6 +8,8 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import redis
@@ -129,6 +131,16 @@ class RedisServer:
             os.kill(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=10)
             self.process = None
+
+    @contextmanager
+    def frozen(self) -> Iterator[None]:
+        """SIGSTOP for the block, SIGCONT after: sockets stay open, nothing is answered."""
+        assert self.process is not None
+        os.kill(self.process.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(self.process.pid, signal.SIGCONT)
 
     def stop(self) -> None:
         if self.process is not None:
