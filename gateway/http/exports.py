@@ -265,7 +265,8 @@ class JobWatch:
             batch = await self.wait(remaining)
             if batch is None:
                 return None
-            newer = [snapshot for snapshot in batch if snapshot.seq > seq]
+            # A reset is the store's state although its seq is not above ``seq``.
+            newer = [snapshot for snapshot in batch if snapshot.seq > seq or snapshot.reset]
             if newer:
                 return newer[-1]
         return None
