@@ -60,7 +60,10 @@ class Settings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535)
     # Cross-origin browsers allowed for CORS and the WebSocket Origin check; "*" allows any.
     allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Bound on repairing a detected loss (retries, reconnect resync); every watched job is also
+    # re-read once per ``sweep_s`` as a safety net (idle jobs cost nothing in between).
     resync_s: float = Field(default=5.0, gt=0, le=3600)
+    sweep_s: float = Field(default=60.0, gt=0, le=86400)
     probe_s: float = Field(default=1.0, gt=0, le=3600)
     drain_s: float = Field(default=10.0, ge=0, le=600)
     auth_timeout_s: float = Field(default=10.0, gt=0, le=300)
@@ -73,6 +76,10 @@ class Settings(BaseSettings):
     send_stall_s: float = Field(default=10.0, gt=0, le=3600)
     max_pending_bytes: int = Field(default=4 * 1024 * 1024, ge=16 * 1024, le=1024**3)
     max_body_bytes: int = Field(default=256 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # Slow clients (slowloris): the request line and headers, then the body, must arrive within
+    # these, or the connection is closed (408).
+    header_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
     max_wait_s: float = Field(default=30.0, gt=0, le=300)
     sse_keepalive_s: float = Field(default=15.0, gt=0, le=300)
     recent_s: float = Field(default=86400.0, ge=0)
