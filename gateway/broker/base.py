@@ -33,16 +33,19 @@ class Broker(Protocol):
     ) -> None:
         """Begin delivering: ``on_snapshot`` for job channels, ``on_created`` for owner notices.
 
-        ``on_reconnect`` runs after every (re)subscription, because messages published while the
-        subscriber was away are gone: the hub resyncs from the store.
+        ``on_reconnect`` runs after every (re)subscription, and after the confirmation of a
+        channel whose ``watch_jobs`` returned before it, because messages published meanwhile
+        are gone: the hub resyncs from the store (and repeats a resync that failed).
         """
         ...
 
     async def watch_jobs(self, job_ids: Sequence[str]) -> None:
-        """Return once changes of these jobs will be delivered (subscribed, confirmed).
+        """Return once changes of these jobs will be delivered (subscribed, confirmed), or at
+        once when the subscriber is disconnected or suspected dead: never wait on it.
 
-        Guarantee: any change committed after this returns reaches ``on_snapshot``, or, if the
-        subscriber was disconnected meanwhile, is recovered by the ``on_reconnect`` resync.
+        Guarantee: any change committed after this returns reaches ``on_snapshot``, or is
+        recovered by an ``on_reconnect`` resync that starts after the channel is confirmed (on
+        this connection or the next). The channel stays wanted until ``unwatch_jobs``.
         """
         ...
 

@@ -61,7 +61,6 @@ class RedisBroker:
         self._url = url
         self._publisher = redis_client(url)
         self._backoff = ExponentialWithJitterBackoff(base=0.1, cap=5.0)
-        self._resync_backoff = ExponentialWithJitterBackoff(base=0.2, cap=2.0)
         self._probe_channel = f"{keys.prefix}:gateway:probe:{uuid.uuid4().hex}".encode()
         self._owner_prefix = f"{keys.prefix}:owner:".encode()
         self._wanted: set[bytes] = set()
@@ -325,34 +324,19 @@ class RedisBroker:
         self._resync_task = asyncio.create_task(self._resync(), name="pgw-broker-resync")
 
     async def _resync(self) -> None:
-        """Run the hub's resync until one completes after the latest subscription.
-
-        Retried here, not left to the periodic resync, which may be far off: until it succeeds,
-        what was published during the gap is delivered nowhere.
-        """
+        """Run the hub's resync until one has started after the latest confirmation."""
         on_reconnect = self._on_reconnect
         assert on_reconnect is not None
-        failures = 0
         try:
             while True:
                 self._resync_again = False
                 try:
                     await on_reconnect()
                 except StoreUnavailable as exc:
-                    if not self._connected:
-                        logger.warning("resync after subscribing failed: %s", exc)
-                        return  # the next connection resyncs once it is up
-                    delay = self._resync_backoff.compute(failures)
-                    failures += 1
-                    logger.warning(
-                        "resync after subscribing failed, retrying in %.2fs: %s", delay, exc
-                    )
-                    await asyncio.sleep(delay)
-                    continue
+                    logger.warning("resync after subscribing failed: %s", exc)
                 except Exception:
-                    # A bug in the hub: say it loudly; the next (re)subscription runs it again.
+                    # A bug in the hub: say it loudly; the next confirmation runs it again.
                     logger.exception("resync after subscribing failed")
-                    return
                 if not self._resync_again:
                     return
         finally:

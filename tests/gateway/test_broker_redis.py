@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -109,6 +110,64 @@ async def test_a_server_that_stops_answering_gets_the_subscriber_replaced(
         await eventually(replaced, 20, "the subscriber to be replaced after the pause")
         await store.apply(job.id, Update.build(progress=50))
         await eventually(lambda: _true(any('"seq":2' in raw for raw in received)), 5, "delivery")
+    finally:
+        await broker.aclose()
+        await store.aclose()
+        server.stop()
+
+
+async def test_no_watch_waits_on_a_frozen_server_and_each_confirmation_brings_a_resync(
+    tmp_path: Path, store_options: StoreOptions
+) -> None:
+    # SIGSTOP: the subscriber's socket stays open and nothing comes back. A watch must not
+    # wait on it (it timed out with store_unavailable after 5 s), and what it returned early
+    # for must be repaired by a resync that starts after its channel is confirmed.
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    store = RedisJobStore.from_url(server.url, store_options)
+    broker = RedisBroker(server.url, store.keys, Metrics())  # the default probe period
+    received: list[str] = []
+    confirmed_at_resync: list[frozenset[bytes]] = []
+
+    async def on_reconnect() -> None:
+        confirmed_at_resync.append(frozenset(broker._confirmed))
+
+    try:
+        await broker.start(received.append, received.append, on_reconnect)
+        await eventually(lambda: _true(broker.connected), 10, "the subscriber to connect")
+        before, during, after = [
+            await store.create(Create.build(owner="alice", kind="demo")) for _ in range(3)
+        ]
+        await broker.watch_jobs([before.id])
+        with server.frozen():
+            frozen_at = time.monotonic()
+            await broker.watch_jobs([during.id])  # the connection still looks fine
+            during_s = time.monotonic() - frozen_at
+            await eventually(lambda: _true(not broker.connected), 10, "the subscriber dropped")
+            detected_s = time.monotonic() - frozen_at
+            started = time.monotonic()
+            await broker.watch_jobs([after.id])  # no connection: at once
+            after_s = time.monotonic() - started
+        print(
+            f"watch on a frozen connection {during_s:.2f}s; silent subscriber abandoned after "
+            f"{detected_s:.2f}s; watch without a connection {after_s:.3f}s"
+        )
+        assert during_s < 4.0  # suspected after 1 probe period, ~2 s at most
+        assert detected_s < 6.0  # abandoned after 2 quiet probe periods, ~3 s at most
+        assert after_s < 0.5
+        channels = {store.keys.channel(job.id).encode() for job in (before, during, after)}
+
+        async def resynced_after_confirmation() -> bool:
+            return any(channels <= confirmed for confirmed in confirmed_at_resync)
+
+        await eventually(resynced_after_confirmation, 20, "a resync after the confirmations")
+        for job in (before, during, after):
+            await store.apply(job.id, Update.build(progress=9))
+            await eventually(
+                lambda job=job: _true(any(job.id in raw and '"seq":2' in raw for raw in received)),
+                5,
+                f"the update of {job.id}",
+            )
     finally:
         await broker.aclose()
         await store.aclose()
