@@ -7,10 +7,10 @@ bounded by the number of watched jobs, ``max_bytes`` of pending frames, and the 
 ``MAX_FINISHED`` finished jobs (kept so a late duplicate is refused).
 
 Pending bytes count what waits for the connection's writer (snapshots and control frames: acks,
-errors, pongs). The answers to the client frame being answered do not count until the client
-sends its next frame: a client restoring 1,000 jobs gets every answer, while one that keeps
-sending without reading, or that falls ``max_bytes`` behind on updates, overflows; ``overflow``
-is then called once and the outbox closes.
+errors, pongs). The answers to one client frame may go past ``max_bytes`` (a client restoring
+1,000 jobs gets every answer); the owner reads no further frame while they are ``backlogged``.
+Past ``max_bytes`` otherwise (updates the client falls behind on), ``overflow`` is called once
+and the outbox closes.
 
 ``owner`` is who may receive what this outbox holds: the hub refuses to put another owner's
 snapshot in it, whatever path the snapshot took.
@@ -192,13 +192,15 @@ class Outbox(Generic[T]):
             return
         self._wake()
 
-    def begin_answer(self) -> bool:
-        """The owner starts answering a client frame; True if the frames still waiting from
-        before (earlier answers included) are over ``max_bytes``: the client sends but does not
-        read."""
+    def backlogged(self) -> bool:
+        """Over ``max_bytes`` wait, earlier answers included: answer no more frames yet."""
+        return self._max_bytes is not None and self._bytes > self._max_bytes
+
+    def begin_answer(self) -> None:
+        """The owner answers a client frame: until the next one, its answers do not count
+        against ``max_bytes`` (earlier answers do again)."""
         self._answer_bytes = 0
         self.answering = True
-        return self._max_bytes is not None and self._bytes > self._max_bytes
 
     def end_answer(self) -> None:
         self.answering = False

@@ -136,6 +136,8 @@ class Connection:
         # closes the connection when the socket accepts nothing for ``send_stall_s``.
         self._progress_at = 0.0
         self._watchdog: asyncio.TimerHandle | None = None
+        # Resolved when the writer takes what waits (the receive loop waits on a backlog).
+        self._taken: asyncio.Future[None] | None = None
         self.outbox.notify = self._start_writer
         self.outbox.write_now = self._write_now if write_frame is not None else None
 
@@ -160,13 +162,11 @@ class Connection:
                     message = await self._receive()
                 if message["type"] == "websocket.disconnect":
                     break
-                if self.outbox.begin_answer():
-                    self._abandon(
-                        CloseCode.POLICY,
-                        "client does not read",
-                        f"{self.outbox.pending_bytes()} bytes of frames wait while it sends more",
-                    )
-                    break
+                if self.outbox.backlogged():
+                    await self._wait_for_writer()
+                    if self._closed:
+                        break
+                self.outbox.begin_answer()
                 try:
                     await self._perform(self.protocol.receive(text_of(message)))
                 except Exception as exc:  # noqa: BLE001 - logged once by _abandon, then closed
@@ -223,6 +223,10 @@ class Connection:
         log = logger.warning if exc is None else logger.error
         log("closing owner %s's connection with %d: %s", self.owner, code, why, exc_info=exc)
         self.outbox.close()
+        self._wake_reader()
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         self._force_close(code, reason)
 
     def _force_close(self, code: int, reason: str) -> None:
@@ -241,6 +245,21 @@ class Connection:
             "client does not read",
             f"over {self.gateway.settings.max_pending_bytes} bytes of frames wait for it",
         )
+
+    async def _wait_for_writer(self) -> None:
+        """Answers to earlier frames are over ``max_pending_bytes``: read no further frame until
+        the writer has taken them. The stall watchdog closes a client that never lets it."""
+        while not self._closed and self._writer is not None and self.outbox.backlogged():
+            waiter = self._taken = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._taken = None
+
+    def _wake_reader(self) -> None:
+        taken = self._taken
+        if taken is not None and not taken.done():
+            taken.set_result(None)
 
     # -- actions -------------------------------------------------------------------------------
 
@@ -368,6 +387,7 @@ class Connection:
                     await self._send({"type": "websocket.send", "text": frame})
                     self._progress_at = loop.time()
                 items = outbox.take_nowait() if not outbox.closed else []
+                self._wake_reader()
         except (OSError, RuntimeError) as exc:
             # The client is gone (uvicorn's ClientDisconnected is an OSError); the receive loop
             # sees the disconnect and cleans up.
@@ -379,6 +399,7 @@ class Connection:
             self._abandon(CloseCode.INTERNAL_ERROR, "internal error", "its writer failed", exc)
         finally:
             self._writer = None
+            self._wake_reader()
             if not self._broken and not outbox.closed and self._write_frame is not None:
                 outbox.write_now = self._write_now
 

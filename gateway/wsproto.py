@@ -194,9 +194,11 @@ class FrameWriterProtocol(WebSocketsSansIOProtocol):
     def close_now(self, code: int, reason: str) -> None:
         """Close without waiting for the socket to take more (uvicorn's close waits for it).
 
-        For a client that does not read: its close frame goes behind what is buffered, the app
-        sees the disconnect at once, and the transport is aborted after ``close_timeout`` if the
-        client has not read up to it by then (a plain close would wait for it forever).
+        For a client that does not read: its close frame goes behind what is buffered and the
+        app sees the disconnect at once. Reading goes on (frames are dropped) so that closing
+        the socket never meets unread input, which would reset the connection and lose the
+        close frame; the transport is aborted after ``close_timeout`` unless the client has
+        answered the close by then (a plain close would wait for it to read, forever).
         """
         if (
             not self.handshake_complete
@@ -211,5 +213,7 @@ class FrameWriterProtocol(WebSocketsSansIOProtocol):
         self.conn.send_close(code, reason)
         self.transport.write(b"".join(self.conn.data_to_send()))
         self.close_sent = True
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
         self.close_timer = self.loop.call_later(self.close_timeout, self.transport.abort)
-        self.transport.close()

@@ -78,18 +78,25 @@ def test_conflation_replaces_bytes_instead_of_adding() -> None:
 
 def test_the_answers_to_one_frame_may_exceed_the_bound_until_the_next_frame() -> None:
     outbox, overflows = bounded(100)
-    assert not outbox.begin_answer()
+    outbox.begin_answer()
     for _ in range(300):
         outbox.offer_control('{"op":"error"}')
     outbox.offer_update("job", 1, "u" * 10)
     outbox.end_answer()
     outbox.offer_update("other", 1, "u" * 10)  # an update after the answers: not counted
     assert not overflows and len(outbox) == 302
-    # The client sends again without having read them: now they count.
-    assert outbox.begin_answer()
+    # The connection answers no further frame while they wait...
+    assert outbox.backlogged()
+    outbox.take_nowait()  # ...until the writer has taken them
+    assert not outbox.backlogged() and outbox.pending_bytes() == 0
+    # The next frame's answers are exempt; the earlier ones no longer.
+    outbox.offer_control("x" * 90)
+    outbox.begin_answer()
+    outbox.offer_control("x" * 200)
     outbox.end_answer()
-    outbox.take_nowait()  # the writer took them: nothing waits any more
-    assert not outbox.begin_answer() and outbox.pending_bytes() == 0
+    assert not overflows
+    outbox.offer_update("job", 2, "u" * 20)
+    assert overflows == ["overflow"]
 
 
 def test_control_frames_outside_an_answer_are_bounded() -> None:
