@@ -21,6 +21,7 @@ from starlette.types import Receive, Scope, Send
 from gateway import log_redaction
 from gateway.app import create_app
 from gateway.gateway import Gateway
+from gateway.httpproto import header_timeout_protocol
 from gateway.settings import Settings
 from gateway.ws import websocket_endpoint
 from gateway.wsproto import FrameWriterProtocol
@@ -63,7 +64,8 @@ def uvicorn_config(app: Starlette, settings: Settings, log_level: str) -> uvicor
         ws_ping_interval=settings.ws_heartbeat_s,
         ws_ping_timeout=settings.ws_heartbeat_s,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
-        http="httptools" if importlib.util.find_spec("httptools") else "h11",
+        # httptools with a deadline on request headers (slow clients); the body's is BodyLimit's.
+        http=header_timeout_protocol(settings.header_timeout_s),
         lifespan="on",
         interface="asgi3",  # WebSocketFirst returns awaitables: not detectable as ASGI 3
         # Bounded: uvicorn otherwise waits forever for open handlers (SSE, long-poll).

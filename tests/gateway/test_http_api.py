@@ -119,4 +119,4 @@ def test_openapi_json_is_served_without_a_token(gateway: GatewayServer) -> None:
     served = response.json()
     assert documented_operations(served) == documented_operations(openapi_document(settings()))
     statuses = served["paths"]["/exports/{id}"]["get"]["responses"]
-    assert set(statuses) == {"200", "304", "400", "401", "403", "404", "503"}
+    assert set(statuses) == {"200", "304", "400", "401", "403", "404", "429", "503"}
