@@ -458,22 +458,26 @@ class RedisJobStore:
     ) -> tuple[list[tuple[str, float]], bool]:
         """Up to ``limit`` heartbeat index entries scored at most ``before_ms`` that follow
         ``after`` in (score, id) order, and whether the index has no more. Redis orders equal
-        scores by member bytes, which for job ids (ASCII) is Python's string order."""
+        scores by member bytes, which for job ids (ASCII) is Python's string order; reading
+        from the cursor's score, the ties already read are skipped."""
         low: float | str = "-inf" if after is None else after[0]
+        entries: list[tuple[str, float]] = []
         offset = 0
         while True:
             rows = await self._redis.zrangebyscore(
                 self.keys.active, low, before_ms, start=offset, num=limit, withscores=True
             )
             pairs: list[tuple[bytes, float]] = rows  # type: ignore[assignment]  # withscores
-            entries = [(member.decode(), float(score)) for member, score in pairs]
-            if after is not None:
+            for member, score in pairs:
+                entry = (member.decode(), float(score))
                 # Entries tied with the cursor's score come first: skip those already read.
-                entries = [(m, sc) for m, sc in entries if sc > after[0] or m > after[1]]
-            at_end = len(rows) < limit
-            if entries or at_end:
-                return entries, at_end
-            offset += limit  # a whole page of ties already read: look further
+                if after is None or (entry[1], entry[0]) > after:
+                    entries.append(entry)
+            if len(entries) >= limit:
+                return entries[:limit], False
+            if len(rows) < limit:
+                return entries, True
+            offset += limit
 
     async def ping(self) -> None:
         with map_redis_errors("ping"):
