@@ -170,3 +170,14 @@ def test_store_options_carry_the_tuning() -> None:
         prefix="tenant-a", retention_s=120, history_maxlen=7
     )
     assert Settings().store_options() == StoreOptions()
+
+
+def test_orphan_time_defaults_to_five_minutes_and_is_never_below_the_stale_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert (Settings().stale_after_s, Settings().orphan_after_s) == (60.0, 300.0)
+    monkeypatch.setenv("GATEWAY_ORPHAN_AFTER_S", "30")
+    with pytest.raises(ValidationError, match=r"GATEWAY_ORPHAN_AFTER_S .* GATEWAY_STALE_AFTER_S"):
+        Settings()
+    monkeypatch.setenv("GATEWAY_STALE_AFTER_S", "30")
+    assert Settings().orphan_after_s == 30.0
