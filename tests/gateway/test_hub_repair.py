@@ -7,6 +7,7 @@ while the subscriber was away (finding 2).
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -185,3 +186,25 @@ async def test_mine_adopts_jobs_created_while_the_subscriber_was_away(
     finally:
         gateway.stop()
         proxy.close()
+
+
+async def test_idle_watched_jobs_are_not_re_read_every_resync_interval(
+    gateway: GatewayServer, worker: AsyncProgressClient, raw: redis.Redis
+) -> None:
+    """Finding 16: idle cost. With ``resync_s`` = 1 s the old hub read every watched job every
+    second; now a job is read once per ``sweep_s`` (60 s) unless a loss is detected."""
+    jobs = [await worker.create_job(owner="dave", kind="demo") for _ in range(200)]
+    client = await connect(gateway, "dave")
+    await client.subscribe("r", [job.id for job in jobs])
+
+    def hget_calls() -> int:
+        stats = raw.info("commandstats")
+        return int(stats.get("cmdstat_hget", {}).get("calls", 0))
+
+    before = hget_calls()
+    # A window of four resync intervals (the window is what is measured, not a wait for
+    # something): the old hub read all 200 jobs four times in it (800 reads).
+    await asyncio.sleep(4.0)
+    reads = hget_calls() - before
+    assert reads < len(jobs), f"{reads} seq reads of {len(jobs)} idle jobs in 4 resync intervals"
+    await client.close()
