@@ -238,6 +238,9 @@ class Hub:
         if stored.owner != owner:
             logger.info("job %s refused to %s: it belongs to someone else", job_id, owner)
             return WatchResult(job_id, error=_forbidden(job_id))
+        if outbox.closed:
+            # The connection ended during the read: it must not become a watcher again.
+            return WatchResult(job_id, snapshot=stored)
         watchers = self._watchers.get(job_id)
         if (watchers is None or outbox not in watchers) and (
             outbox.watch_count() >= self.max_subscriptions
