@@ -151,6 +151,9 @@ class Reaper:
         """Look at the next page of stale jobs; returns how many were finalized."""
         cutoff_ms = (time.time() - self._stale_after_s) * 1000
         page = await self._store.stale_jobs(cutoff_ms, SWEEP_PAGE, after=self._cursor)
+        if self._cursor is not None and page.next is None and not page.jobs:
+            # The previous page ended exactly at the end: start over now, not a sweep later.
+            page = await self._store.stale_jobs(cutoff_ms, SWEEP_PAGE)
         now = time.monotonic()
         finalized = 0
         for job in page.jobs:
