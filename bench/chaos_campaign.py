@@ -57,6 +57,7 @@ async def campaign(args: argparse.Namespace, directory: Path) -> int:
         resync_s=args.resync_s,
         probe_s=args.probe_s,
         drain_s=args.drain_s,
+        stop_when_stuck=False,
     )
     print(f"chaos campaign: {config}", flush=True)
     report = await Campaign(config, directory).run()

@@ -27,9 +27,10 @@ async def test_short_campaign_loses_nothing(tmp_path: Path) -> None:
     print(report.summary())  # shown with -s
     problems = report.problems()
     assert report.jobs > 0
-    assert len(report.faults) == config.faults
     assert not report.not_converged(), problems
+    assert len(report.faults) == config.faults
     assert max(report.convergence()) <= 2 * CONVERGENCE_BOUND_S, problems
+    assert report.final_convergence_s is not None, problems
     assert not report.lost_terminals, problems
     assert not report.mine_missed, problems
     assert not report.unfinished_jobs, problems
