@@ -34,6 +34,7 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]
         f"sqlite:///{directory / 'jobs.db'}",
         directory / "gateway.log",
         max_connections_per_owner=str(LIMIT),
+        body_timeout_s="3",
     )
     server.start()
     yield server
@@ -172,4 +173,26 @@ async def test_refused_and_failed_requests_hold_nothing(
             f"/exports/{done.id}/events?last_event_id={last_seq}", headers=alice
         )
         assert finished.status_code == 204
+    await held_becomes(client, {})
+
+
+async def test_a_long_poll_that_fails_while_waiting_gives_its_unit_back(
+    gateway: GatewayServer, worker: ProgressClient, client: httpx.AsyncClient
+) -> None:
+    """The error path: a long-poll announcing a body it never sends fails with 408 after the
+    body timeout, while it waits on the job."""
+    job = worker.create_job(owner="alice", kind="demo")
+    reader, writer = await asyncio.open_connection("127.0.0.1", gateway.port)
+    try:
+        writer.write(
+            (
+                f"GET /exports/{job.id}?wait=30 HTTP/1.1\r\nHost: localhost\r\n"
+                f"Authorization: Bearer {token_for('alice')}\r\nContent-Length: 10\r\n\r\n"
+            ).encode()
+        )
+        await held_becomes(client, {"long_poll": 1})  # waiting, and its body still due
+        status_line = await asyncio.wait_for(reader.readline(), 15)
+        assert status_line.startswith(b"HTTP/1.1 408"), status_line
+    finally:
+        writer.close()
     await held_becomes(client, {})
