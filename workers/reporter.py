@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from types import TracebackType
 from typing import TYPE_CHECKING
 
@@ -225,9 +226,12 @@ class AsyncReporter:
         self._pending = None
         deadline = time.monotonic() + self._final_retry_s
         delay = 0.1
+        # One id for every attempt: an attempt that timed out may still be applied when the
+        # store wakes, and the retry must then get the job back, not JobFinished.
+        change_id = uuid.uuid4().hex
         while True:
             try:
-                job = await self.client.store.apply(self.job_id, change)
+                job = await self.client.store.apply(self.job_id, change, change_id=change_id)
             except JobFinished as exc:
                 self._finished = exc
                 raise

@@ -50,7 +50,7 @@ class JobStore(Protocol):
         """
         ...
 
-    async def apply(self, job_id: str, change: Change) -> Job:
+    async def apply(self, job_id: str, change: Change, *, change_id: str | None = None) -> Job:
         """Apply one change atomically and return the resulting snapshot.
 
         Guarantee: the transition is checked, the snapshot written, the history appended and the
@@ -58,6 +58,11 @@ class JobStore(Protocol):
         update. A change to a terminal job raises ``JobFinished`` and writes nothing. A heartbeat
         only refreshes ``heartbeat_at`` (no ``seq`` change, no publish); a repeated cancel request
         returns the job unchanged.
+
+        ``change_id`` makes retries of one call idempotent: a caller that got
+        ``StoreUnavailable`` cannot know whether the change was applied (a stalled Redis runs the
+        command once it wakes), so it retries with the same id and gets the current snapshot if
+        the change is already in (never ``JobFinished`` for its own final state).
         """
         ...
 

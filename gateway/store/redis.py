@@ -264,11 +264,11 @@ class RedisJobStore:
                 await self._redis.publish(keys.owner_channel(change.owner), snapshot)
         return Job.model_validate_json(snapshot)
 
-    async def apply(self, job_id: str, change: Change) -> Job:
+    async def apply(self, job_id: str, change: Change, *, change_id: str | None = None) -> Job:
         check_job_id(job_id)
         op, args = _change_args(change)
         with map_redis_errors(op, job_id):
-            snapshot, effect, now_ms = await self._run(job_id, op, args)
+            snapshot, effect, now_ms = await self._run(job_id, op, args, change_id)
             job = Job.model_validate_json(snapshot)
             if effect == "write":
                 await self._redis.zadd(self.keys.active, {job_id: now_ms})
@@ -276,11 +276,15 @@ class RedisJobStore:
                 await self._index_finished(job, now_ms)
         return job
 
-    async def _run(self, job_id: str, op: str, args: list[str]) -> tuple[bytes, str, float]:
+    async def _run(
+        self, job_id: str, op: str, args: list[str], change_id: str | None = None
+    ) -> tuple[bytes, str, float]:
         keys = (self.keys.job(job_id), self.keys.history(job_id), self.keys.changes(job_id))
         # The change id makes a retry of this very call (redis-py retries on connection errors,
-        # after which the script may or may not have run) apply at most once.
-        argv = [op, self.keys.channel(job_id), *self._static_args, *args, uuid.uuid4().hex]
+        # after which the script may or may not have run; or the caller's, see ``apply``) apply
+        # at most once.
+        change_id = change_id or uuid.uuid4().hex
+        argv = [op, self.keys.channel(job_id), *self._static_args, *args, change_id]
         try:
             reply = await self._batcher.execute("EVALSHA", APPLY_SHA, 3, *keys, *argv)
         except NoScriptError:

@@ -204,7 +204,8 @@ class SqliteJobStore:
         self._own_commits += 1
         return job
 
-    async def apply(self, job_id: str, change: Change) -> Job:
+    async def apply(self, job_id: str, change: Change, *, change_id: str | None = None) -> Job:
+        # ``change_id`` is for stores that lose replies; a failed transaction here wrote nothing.
         check_job_id(job_id)
         return await self._call(
             type(change).__name__.lower(), job_id, lambda conn: self._apply(conn, job_id, change)

@@ -9,6 +9,10 @@ from the chaos suite's fault proxy, which drops Redis's bytes to the subscriber 
 from __future__ import annotations
 
 import asyncio
+import logging
+import os
+import signal
+import threading
 import time
 from collections.abc import Awaitable, Iterator
 from pathlib import Path
@@ -16,6 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.models import HistoryEvent
+from gateway.store import StoreOptions
+from gateway.store.redis import RedisJobStore
 from tests.chaos.fault_proxy import FaultProxy
 from tests.gateway.conftest import token_for
 from tests.support.contract import eventually
@@ -23,7 +30,7 @@ from tests.support.gateway_server import GatewayServer
 from tests.support.http import api_client, assert_problem, bearer
 from tests.support.redis_server import RedisServer
 from tests.support.ws_client import WsClient
-from workers import ProgressClient
+from workers import JobStatus, ProgressClient
 
 # The issue's bounds (503 within ~2 s, /readyz within 1 s, silent subscriber replaced within the
 # 5 s resync interval), asserted at twice their value so a loaded CI machine does not flake.
@@ -154,3 +161,57 @@ async def test_a_silent_subscriber_is_replaced_within_the_resync_bound(
     finally:
         gateway.stop()
         proxy.close()
+
+
+class _Seen(logging.Handler):
+    """Sets ``event`` when a record containing ``text`` is logged (from any thread)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.event = threading.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.event.set()
+
+
+def test_a_reporter_writes_its_final_state_through_a_frozen_redis(
+    redis_server: RedisServer,
+) -> None:
+    # Commands now fail after 1 s instead of retrying a silent server: the worker SDK's own
+    # retry of the final state must carry it through, applied once.
+    assert redis_server.process is not None
+    pid = redis_server.process.pid
+    retrying = _Seen("final state of job")
+    logging.getLogger("workers.reporter").addHandler(retrying)
+
+    def thaw_once_retrying() -> None:
+        retrying.event.wait(30)
+        os.kill(pid, signal.SIGCONT)
+
+    try:
+        with ProgressClient.from_url(redis_server.url) as worker:
+            job = worker.create_job(owner="alice", kind="demo")
+            with worker.reporter(job.id) as reporter:
+                reporter.update(progress=50)
+                with redis_server.frozen():
+                    thawer = threading.Thread(target=thaw_once_retrying)
+                    thawer.start()
+                    reporter.succeed(result={"ok": True})
+                    thawer.join()
+            assert retrying.event.is_set()
+            done = worker.get(job.id)
+    finally:
+        logging.getLogger("workers.reporter").removeHandler(retrying)
+    assert (done.status, done.result) == (JobStatus.SUCCEEDED, {"ok": True})
+    statuses = [event.status for event in asyncio.run(history(redis_server.url, job.id))]
+    assert statuses.count(JobStatus.SUCCEEDED) == 1, statuses
+
+
+async def history(url: str, job_id: str) -> list[HistoryEvent]:
+    store = RedisJobStore.from_url(url, StoreOptions())
+    try:
+        return await store.history(job_id)
+    finally:
+        await store.aclose()
