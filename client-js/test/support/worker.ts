@@ -2,7 +2,8 @@
  * The worker side, for real: a long-lived Python process that runs `workers.ProgressClient`
  * (the README's Worker SDK) against the test's Redis, one JSON command per line on stdin, one
  * JSON answer per line on stdout. It also mints tokens with `gateway.auth.issue_token` when a
- * test needs one the CLI cannot make (an already expired one).
+ * test needs one the CLI cannot make (an already expired one), and publishes forged snapshots on
+ * a job's channel (`forge`) as a rogue writer with Redis access could.
  */
 
 import { spawn, type ChildProcess } from "node:child_process";
@@ -12,17 +13,24 @@ import type { JobSnapshot } from "../../src/types.js";
 import { SECRET, VENV_BIN } from "./processes.js";
 
 const SCRIPT = `
-import json, sys
+import json, os, sys
+import redis
 from gateway.auth import issue_token
+from gateway.store.redis import RedisKeys
 from workers import ProgressClient
 
 pc = ProgressClient.from_env()
+raw = redis.Redis.from_url(os.environ["GATEWAY_REDIS_URL"])
+keys = RedisKeys(os.environ["GATEWAY_KEY_PREFIX"])
 for line in sys.stdin:
     request = json.loads(line)
     op = request.pop("op")
     try:
         if op == "token":
             value = issue_token(${JSON.stringify(SECRET)}, request["sub"], request["ttl"], now=request.get("now"))
+        elif op == "forge":
+            forged = {**request["snapshot"], "seq": request["seq"], "message": "forged"}
+            value = raw.publish(keys.channel(forged["id"]), json.dumps(forged))
         else:
             job = getattr(pc, op)(**request)
             value = job.model_dump(mode="json")
@@ -89,6 +97,14 @@ export class Worker {
 
   async fail(id: string, message: string): Promise<JobSnapshot> {
     return (await this.call({ op: "fail", job_id: id, message })) as JobSnapshot;
+  }
+
+  /**
+   * Publish `snapshot` with `seq` (and the message "forged") on its job's channel, not in the
+   * store. Returns how many subscribers (gateways) received it.
+   */
+  async forge(snapshot: JobSnapshot, seq: number): Promise<number> {
+    return (await this.call({ op: "forge", snapshot, seq })) as number;
   }
 
   /** A token for `sub`, issued at `now` (epoch seconds; in the past for an expired one). */
