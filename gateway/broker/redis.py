@@ -69,6 +69,7 @@ class RedisBroker:
         self._commands: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
         self._subscriber: Subscriber | None = None
         self._connected = False
+        self._was_connected = False
         # When the oldest unanswered probe was sent (or a new connection subscribed), and when
         # the subscriber connection last delivered anything.
         self._probe_sent: float | None = None
@@ -208,19 +209,16 @@ class RedisBroker:
 
     async def _run(self) -> None:
         failures = 0
-        first = True
         while True:
             subscriber: Subscriber | None = None
             try:
                 subscriber = await Subscriber.connect(self._url, within_s=CONNECT_TIMEOUT_S)
                 await self._subscribe_all(subscriber)
-                failures = 0
-                if not first:
-                    self._metrics.redis_reconnects.inc()
-                    logger.info("Redis subscriber reconnected; resyncing watched jobs")
-                first = False
                 await self._read(subscriber)
             except (SubscriberError, OSError, TimeoutError) as exc:
+                # Backoff grows until a connection confirms its subscriptions (a frozen server
+                # accepts connections and never answers).
+                failures = 0 if self._connected else failures
                 delay = self._lost(failures)
                 failures += 1
                 logger.warning("Redis subscriber lost (%s); reconnecting in %.2fs", exc, delay)
@@ -229,6 +227,7 @@ class RedisBroker:
                 # A bug, not the network. Ending this task would leave the gateway looking ready
                 # while it delivers nothing: say it loudly and start over as after a lost
                 # connection (the resync after the reconnect repairs what was missed).
+                failures = 0 if self._connected else failures
                 delay = self._lost(failures)
                 failures += 1
                 logger.exception("Redis subscriber loop failed; reconnecting in %.2fs", delay)
@@ -304,6 +303,10 @@ class RedisBroker:
             if not self._connected:
                 self._connected = True
                 self._resync_due = True
+                if self._was_connected:
+                    self._metrics.redis_reconnects.inc()
+                    logger.info("Redis subscriber reconnected; resyncing watched jobs")
+                self._was_connected = True
             return
         if channel in self._wanted:
             self._confirmed.add(channel)
