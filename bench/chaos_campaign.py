@@ -8,8 +8,9 @@ proxy, faults, watchers, verdicts) is ``tests/chaos/campaign.py``; see ``docs/re
     .venv/bin/python bench/chaos_campaign.py --faults 105 --seed 7
     .venv/bin/python bench/chaos_campaign.py --faults 20 --resync-s 1 --probe-s 1 --keep /tmp/c
 
-By default the gateways run with the product's defaults for resync and probe (5 s), so the
-figures are the ones a deployment gets; ``--resync-s``/``--probe-s`` change them. Each run starts
+By default the gateways run with the product's defaults for resync and probe, so the figures
+are the ones a deployment gets; ``--resync-s``/``--probe-s`` change them. Drain is 1 s (not 10)
+so that a SIGTERM fault does not hold the campaign for the whole drain. Each run starts
 its own redis-server (AOF, ``appendfsync always``) and gateways on free ports in a temporary
 directory, never the machine's own services.
 """
@@ -20,6 +21,7 @@ import argparse
 import asyncio
 import json
 import logging
+import signal
 import sys
 import tempfile
 from dataclasses import asdict
@@ -32,8 +34,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--faults", type=int, default=105, help="how many faults (105)")
     parser.add_argument("--seed", type=int, default=1, help="seed of the fault order (1)")
-    parser.add_argument("--resync-s", type=float, default=5.0, help="GATEWAY_RESYNC_S (5)")
-    parser.add_argument("--probe-s", type=float, default=5.0, help="GATEWAY_PROBE_S (5)")
+    parser.add_argument("--resync-s", type=float, help="GATEWAY_RESYNC_S (product default)")
+    parser.add_argument("--probe-s", type=float, help="GATEWAY_PROBE_S (product default)")
     parser.add_argument("--drain-s", type=float, default=1.0, help="GATEWAY_DRAIN_S (1)")
     parser.add_argument("--jobs", type=int, default=6, help="jobs running at once (6)")
     parser.add_argument(
@@ -88,10 +90,11 @@ async def campaign(args: argparse.Namespace, directory: Path) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(name)s %(levelname)s %(message)s",
-    )
+    # SIGTERM as Ctrl-C: the campaign's cleanup stops the servers it started.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    logging.basicConfig(format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if args.verbose:
+        logging.getLogger("tests.chaos").setLevel(logging.INFO)
     sys.path.insert(0, str(ROOT))
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)

@@ -71,9 +71,10 @@ class CampaignConfig:
     # and each further stuck fault would cost converge_limit_s); the bench keeps going.
     stop_when_stuck: bool = True
     final_window_s: float = 30.0
-    resync_s: float = 1.0
-    probe_s: float = 1.0
-    drain_s: float = 1.0
+    # Gateway settings; None keeps the product's default.
+    resync_s: float | None = 1.0
+    probe_s: float | None = 1.0
+    drain_s: float | None = 1.0
 
 
 @dataclass
@@ -195,12 +196,18 @@ class Campaign:
                 self.proxy.url,
                 self.directory / f"gateway-{number}.log",
                 key_prefix=PREFIX,
-                resync_s=str(self.config.resync_s),
-                probe_s=str(self.config.probe_s),
-                drain_s=str(self.config.drain_s),
+                **self._settings(),
             )
             gateway.start()
             self.gateways.append(gateway)
+
+    def _settings(self) -> dict[str, str]:
+        given = {
+            "resync_s": self.config.resync_s,
+            "probe_s": self.config.probe_s,
+            "drain_s": self.config.drain_s,
+        }
+        return {name: str(value) for name, value in given.items() if value is not None}
 
     def _stop_servers(self) -> None:
         for gateway in self.gateways:
