@@ -162,9 +162,12 @@ class Watcher:
         finally:
             for task in tasks:
                 task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            outcomes = await asyncio.gather(*tasks, return_exceptions=True)
         for task in done:
             task.result()  # re-raise what ended the session (ConnectionClosed)
+        for outcome in outcomes:
+            if isinstance(outcome, Exception) and not isinstance(outcome, ConnectionClosed):
+                raise outcome  # a bug in the watcher itself: fail the campaign loudly
 
     async def _write(self, connection: ClientConnection) -> None:
         """Send what is due: ``mine``, then pending ids with the last seq seen (resume)."""
