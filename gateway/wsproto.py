@@ -191,6 +191,29 @@ class FrameWriterProtocol(WebSocketsSansIOProtocol):
         self.transport.write(frame)
         return True
 
+    def handle_parser_exception(self) -> None:
+        """A frame over the size limit or not UTF-8: close with 1009 / 1007 without a reset.
+
+        uvicorn closes the socket at once, with the rest of the bad frame (and whatever the
+        client sent after it) unread; the kernel then resets the connection and the client
+        never sees the close frame, only a dropped connection (1006). Instead, as websockets
+        does: send the close frame, shut down the writing side, keep reading (websockets
+        discards it) until the client closes its side, and abort after ``close_timeout``.
+        """
+        if self.close_sent:
+            return  # called again for every read after the failure
+        assert self.conn.close_sent is not None
+        code, reason = self.conn.close_sent.code, self.conn.close_sent.reason
+        self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        self.transport.write(b"".join(self.conn.data_to_send()))
+        if self.conn.eof_sent and self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.close_sent = True
+        if self.read_paused:
+            self.read_paused = False
+            self.transport.resume_reading()
+        self.close_timer = self.loop.call_later(self.close_timeout, self.transport.abort)
+
     def close_now(self, code: int, reason: str) -> None:
         """Close without waiting for the socket to take more (uvicorn's close waits for it).
 
