@@ -174,3 +174,62 @@ test("an event stream refused for an expired token reopens with a fresh one, sta
     watcher.close();
   }
 });
+
+const FORGED_SEQ = 10 ** 12;
+
+/** Publish a forged `started` until the client has it: a long-poll between requests hears nothing. */
+async function forgeUntilSeen(started: JobSnapshot, seen: JobSnapshot[]): Promise<void> {
+  await waitFor(
+    async () => {
+      if (seen.some((snapshot) => snapshot.seq === FORGED_SEQ)) return true;
+      await env.worker.forge(started, FORGED_SEQ);
+      return false;
+    },
+    "the forged snapshot",
+    10_000,
+    250,
+  );
+}
+
+for (const transport of ["sse", "poll"] as const) {
+  test(`over ${transport === "sse" ? "SSE" : "long-poll"}, a forged huge seq is replaced by the store's reset and updates go on`, async () => {
+    proxy.blockWebSocket(true);
+    const watcher = new ProgressClient({
+      ...clientOptions(proxy.url, env.token),
+      ...(transport === "poll" ? { EventSource: undefined } : {}),
+      fallbackAfter: 1,
+      probeIntervalMs: 60_000,
+    });
+    const states = recordStates(watcher);
+    try {
+      const job = await env.worker.create("alice");
+      const seen: JobSnapshot[] = [];
+      watcher.watch(job.id, (snapshot) => seen.push(snapshot));
+      await waitFor(() => watcher.state === "fallback", "the fallback");
+      assert.equal(watcher.transport, transport);
+      const started = await env.worker.start(job.id);
+      await waitFor(() => seen.at(-1)?.seq === started.seq, "the start");
+      await forgeUntilSeen(started, seen);
+      const update = await env.worker.update(job.id, 40, "real");
+      await waitFor(() => seen.at(-1)?.seq === update.seq, "the real update after a reset");
+      const end = await env.worker.succeed(job.id);
+      await waitFor(() => seen.at(-1)?.status === "succeeded", "the terminal snapshot");
+      assert.equal(seen.at(-1)?.seq, end.seq);
+      assert.equal(seen.filter((snapshot) => snapshot.status === "succeeded").length, 1);
+      const lastForged = seen.map((snapshot) => snapshot.seq).lastIndexOf(FORGED_SEQ);
+      const afterForged = seen.slice(lastForged + 1);
+      const seqs = afterForged.map((snapshot) => snapshot.seq);
+      assert.deepEqual(
+        seqs,
+        [...new Set(seqs)].sort((a, b) => a - b),
+        `increasing seqs: ${seqs.join(",")}`,
+      );
+      assert.equal(watcher.transport, transport);
+    } catch (error) {
+      throw new Error(`${String(error)}\n${diagnosis(states)}`, { cause: error });
+    } finally {
+      proxy.blockWebSocket(false);
+      watcher.close();
+    }
+  });
+}
