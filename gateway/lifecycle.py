@@ -218,7 +218,13 @@ class Lifecycle:
         finalized = await self._apply(job, change)
         if finalized.terminal and finalized.seq > job.seq:
             self.metrics.finalized.labels(reason).inc()
-            logger.info("job %s finalized as %s: %s", job.id, finalized.status.value, reason)
+            logger.info(
+                "job %s (owner %s) finalized as %s: %s",
+                job.id,
+                job.owner,
+                finalized.status.value,
+                reason,
+            )
         return finalized
 
     async def on_local_exit(self, job_id: str, call_id: str, code: int | None) -> None:
