@@ -22,7 +22,13 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from gateway import jsonlimits
-from gateway.errors import BadRequest, Forbidden, JobNotFound, TooManyConnections
+from gateway.errors import (
+    BadRequest,
+    Forbidden,
+    GatewayError,
+    JobNotFound,
+    TooManyConnections,
+)
 from gateway.gateway import Gateway
 from gateway.http.authn import authenticate
 from gateway.hub import Snapshot
@@ -252,7 +258,8 @@ class JobWatch:
             self._take = None
             return [item for item in take.result() if isinstance(item, Snapshot)]
         if gone in done:
-            gone.result()  # re-raises what broke the request (an oversized body)
+            self._gone = None  # its outcome is dealt with here, not again by aclose
+            gone.result()  # re-raises what broke the request (a body too large or too slow)
             logger.info("client left job=%s owner=%s", self.job_id, self.owner)
             return None
         return None if done else []
@@ -316,15 +323,20 @@ class EventStream(Response):
         try:
             await send({"type": "http.response.start", "status": 200, "headers": self.raw_headers})
             ended_by = "client or drain"
-            while (batch := await watch.wait(self.keepalive_s)) is not None:
-                if not batch:
-                    await _send_body(send, KEEPALIVE)
-                    continue
-                for snapshot in batch:
-                    await _send_body(send, snapshot.sse_frame.encode())
-                if batch[-1].terminal:
-                    ended_by = f"terminal seq {batch[-1].seq}"
-                    break
+            try:
+                while (batch := await watch.wait(self.keepalive_s)) is not None:
+                    if not batch:
+                        await _send_body(send, KEEPALIVE)
+                        continue
+                    for snapshot in batch:
+                        await _send_body(send, snapshot.sse_frame.encode())
+                    if batch[-1].terminal:
+                        ended_by = f"terminal seq {batch[-1].seq}"
+                        break
+            except GatewayError as exc:
+                # The request broke under the stream (a body too slow or too large): too late
+                # for a problem answer, so the stream ends (BodyLimit closes the connection).
+                ended_by = f"{exc.code}: {exc.message}"
             await send({"type": "http.response.body", "body": b"", "more_body": False})
             logger.info("SSE end job=%s owner=%s: %s", watch.job_id, watch.owner, ended_by)
         finally:
