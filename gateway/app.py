@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.routing import WebSocketRoute
+from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
 from gateway.broker.base import Broker
@@ -23,7 +23,7 @@ from gateway.errors import BadRequest
 from gateway.gateway import Gateway
 from gateway.http import routes as http_routes
 from gateway.http.middleware import middleware
-from gateway.http.problems import exception_handlers
+from gateway.http.problems import exception_handlers, upgrade_required
 from gateway.hub import Hub
 from gateway.lifecycle import Lifecycle
 from gateway.metrics import Metrics
@@ -170,7 +170,12 @@ def create_app(settings: Settings) -> Starlette:
             await store.aclose()
 
     return Starlette(
-        routes=[*http_routes(demo=settings.demo_page), WebSocketRoute("/ws", _WebSocketApp())],
+        routes=[
+            *http_routes(demo=settings.demo_page),
+            WebSocketRoute("/ws", _WebSocketApp()),
+            # /ws over plain HTTP: 426 for GET (and HEAD), 405 for any other method, not 404.
+            Route("/ws", upgrade_required, methods=["GET"]),
+        ],
         middleware=middleware(settings),
         exception_handlers=exception_handlers(),
         lifespan=lifespan,

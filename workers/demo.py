@@ -11,9 +11,11 @@ import hashlib
 import random
 import time
 import zlib
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from workers.params import JsonFloat, JsonInt, json_number
 from workers.sync import Reporter
 
 CHUNK_BYTES = 256 * 1024
@@ -22,9 +24,9 @@ CHUNK_BYTES = 256 * 1024
 class DemoParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    steps: int = Field(default=20, ge=1, le=1000)
-    step_s: float = Field(default=0.25, ge=0, le=10)
-    fail_at_step: int | None = Field(default=None, ge=1)
+    steps: JsonInt = Field(default=20, ge=1, le=1000)
+    step_s: JsonFloat = Field(default=0.25, ge=0, le=10)
+    fail_at_step: Annotated[int, Field(ge=1), BeforeValidator(json_number)] | None = None
 
 
 class DemoFailure(RuntimeError):

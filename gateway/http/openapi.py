@@ -15,9 +15,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gateway.codes import ErrorCode
 from gateway.gateway import Gateway
+from gateway.http.problems import problem_codes
 from gateway.settings import Settings
+from workers.kinds import KINDS
 
 __all__ = ["openapi_document", "routes"]
 
@@ -131,11 +132,14 @@ def _paths(settings: Settings) -> Doc:
                 "summary": "WebSocket upgrade (protocol: DESIGN §5)",
                 "description": "JSON text frames with an `op` field. Authenticate with a first "
                 "frame `{op: auth, token}`, `?token=` or `Authorization: Bearer`. Closes with "
-                "4401 on a bad token, 4408 on an auth timeout, 4429 over the per-owner limit.",
+                "4401 on a bad token, 4408 on an auth timeout, 4429 over the per-owner limit. "
+                "A plain HTTP request (no `Upgrade: websocket`) answers 426; any method but GET "
+                "answers 405.",
                 "parameters": [_ref("parameters", "Token")],
                 "responses": {
                     "101": {"description": "Switching to the WebSocket protocol."},
                     "403": {"description": "Origin not allowed, or the gateway is draining."},
+                    **_problems(426),
                 },
             }
         },
@@ -205,7 +209,7 @@ def _paths(settings: Settings) -> Doc:
                             "Cache-Control": {"schema": {"type": "string", "const": "no-cache"}},
                             "X-Accel-Buffering": {"schema": {"type": "string", "const": "no"}},
                         },
-                        "content": {"text/event-stream": {"schema": {"type": "string"}}},
+                        "content": {"text/event-stream": {"schema": _ref("schemas", "Event")}},
                     },
                     "204": {
                         "description": "The job is finished and `Last-Event-ID` is its last "
@@ -243,14 +247,10 @@ def _paths(settings: Settings) -> Doc:
     }
 
 
-def _schemas() -> Doc:
+def _schemas(settings: Settings) -> Doc:
     text_or_null = {"type": ["string", "null"]}
     status = {"type": "string", "enum": ["queued", "running", "succeeded", "failed", "cancelled"]}
-    codes = sorted(
-        {value for name, value in vars(ErrorCode).items() if name.isupper()}
-        | {"internal", "job_exists", "method_not_allowed", "payload_too_large", "http_error"}
-        | {"request_timeout", "too_many_connections"}
-    )
+    codes = problem_codes()
     return {
         "Job": {
             "type": "object",
@@ -277,13 +277,19 @@ def _schemas() -> Doc:
                 "cancel_requested": {"type": "boolean"},
             },
         },
-        "CreateExport": {
+        "CreateExport": _create_export(settings),
+        "Event": {
             "type": "object",
-            "required": ["kind"],
-            "additionalProperties": False,
+            "description": "One event of the stream (keep-alive comments are not events).",
+            "required": ["id", "event", "data"],
             "properties": {
-                "kind": {"type": "string", "description": "A configured job kind, e.g. `demo`."},
-                "params": {"type": "object", "description": "Validated against the kind."},
+                "id": {"type": "string", "pattern": "^[0-9]{1,18}$", "description": "The seq."},
+                "event": {"type": "string", "const": "update"},
+                "data": {
+                    "type": "string",
+                    "contentMediaType": "application/json",
+                    "contentSchema": _ref("schemas", "Job"),
+                },
             },
         },
         "JobError": {
@@ -339,6 +345,28 @@ def _schemas() -> Doc:
     }
 
 
+def _create_export(settings: Settings) -> Doc:
+    """One alternative per kind this gateway can run, with that kind's own params schema: an
+    unknown kind or params the kind refuses are outside the document (and answer 422)."""
+    runnable = {"local", *(["modal"] if settings.modal_app is not None else [])}
+    kinds = [kind for name, kind in sorted(KINDS.items()) if kind.executor in runnable]
+    return {
+        "oneOf": [
+            {
+                "type": "object",
+                "title": kind.name,
+                "required": ["kind"],
+                "additionalProperties": False,
+                "properties": {
+                    "kind": {"type": "string", "const": kind.name},
+                    "params": kind.params.model_json_schema(),
+                },
+            }
+            for kind in kinds
+        ]
+    }
+
+
 PROBLEM_RESPONSES = {
     400: ("Bad request: the id is not a lowercase UUID, or a parameter is malformed.", {}),
     401: (
@@ -348,6 +376,10 @@ PROBLEM_RESPONSES = {
     403: ("The job exists but belongs to someone else.", {}),
     404: ("No such job.", {}),
     408: ("The request body did not arrive in time; the connection is closed.", {}),
+    405: (
+        "The path exists but not with this method; `Allow` lists the methods it takes.",
+        {"Allow": _ref("headers", "Allow")},
+    ),
     409: ("The job already succeeded or failed.", {}),
     413: ("The request body (or its params) is over the limit.", {}),
     422: ("Unknown kind, or params that do not validate against the kind.", {}),
@@ -355,6 +387,10 @@ PROBLEM_RESPONSES = {
         "The owner already holds its limit of connections (WebSocket, SSE and waiting "
         "long-polls together) on this gateway: retry after `Retry-After` seconds.",
         {"Retry-After": _ref("headers", "RetryAfter")},
+    ),
+    426: (
+        "`/ws` takes only WebSocket upgrade requests (`Upgrade: websocket`).",
+        {"Upgrade": _ref("headers", "Upgrade")},
     ),
     502: ("The executor could not start the job; the job ended `failed` (`spawn_error`).", {}),
     503: (
@@ -423,14 +459,14 @@ def _components(settings: Settings) -> Doc:
                 "name": "Last-Event-ID",
                 "in": "header",
                 "required": False,
-                "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
                 "description": "The seq the client already has; only newer snapshots are sent.",
             },
             "LastEventIdQuery": {
                 "name": "last_event_id",
                 "in": "query",
                 "required": False,
-                "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
                 "description": "Same as `Last-Event-ID`, for a new EventSource that cannot set "
                 "headers; the header wins when both are sent.",
             },
@@ -453,9 +489,11 @@ def _components(settings: Settings) -> Doc:
             "RetryAfter": {"schema": {"type": "integer"}, "description": "Seconds."},
             "Location": {"schema": {"type": "string"}, "description": "`/exports/{id}`."},
             "WWWAuthenticate": {"schema": {"type": "string"}, "description": "RFC 6750 §3."},
+            "Allow": {"schema": {"type": "string"}, "description": "e.g. `GET, HEAD`."},
+            "Upgrade": {"schema": {"type": "string", "const": "websocket"}},
         },
         "responses": responses,
-        "schemas": _schemas(),
+        "schemas": _schemas(settings),
     }
 
 

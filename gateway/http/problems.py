@@ -66,12 +66,40 @@ async def gateway_error(request: Request, exc: Exception) -> Response:
     return problem(exc.status_code, detail, exc.code, headers)
 
 
+# Codes of answers that no GatewayError raises: routing (404, 405), the body limit before the
+# app (413), ``/ws`` without an upgrade (426), anything else Starlette raises, and last resort.
+HTTP_CODES = {
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    426: "upgrade_required",
+}
+OTHER_HTTP_CODE = "http_error"
+INTERNAL_CODE = "internal"
+
+
+def problem_codes() -> list[str]:
+    """Every ``code`` a problem body can carry: the exception tree's and the table above."""
+    codes = {OTHER_HTTP_CODE, INTERNAL_CODE, *HTTP_CODES.values()}
+    pending: list[type[GatewayError]] = [GatewayError]
+    while pending:
+        error = pending.pop()
+        codes.add(error.code)
+        pending.extend(error.__subclasses__())
+    return sorted(codes)
+
+
 async def http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
-    code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
-        exc.status_code, "http_error"
-    )
+    code = HTTP_CODES.get(exc.status_code, OTHER_HTTP_CODE)
     return problem(exc.status_code, str(exc.detail), code, dict(exc.headers or {}))
+
+
+async def upgrade_required(request: Request) -> Response:
+    """``/ws`` over plain HTTP: say how to reach it (RFC 9110 §15.5.22) rather than 404."""
+    detail = "/ws is a WebSocket endpoint: open it with an 'Upgrade: websocket' request"
+    headers = {"Upgrade": "websocket", "Connection": "Upgrade"}
+    return problem(426, detail, HTTP_CODES[426], headers)
 
 
 async def internal_error(request: Request, exc: Exception) -> Response:
@@ -85,7 +113,7 @@ async def internal_error(request: Request, exc: Exception) -> Response:
         type(exc).__name__,
         exc,
     )
-    return problem(500, "internal error; the gateway logged the details", "internal")
+    return problem(500, "internal error; the gateway logged the details", INTERNAL_CODE)
 
 
 def exception_handlers() -> dict[Any, Any]:
