@@ -58,11 +58,17 @@ def _escape(match: re.Match[str]) -> str:
 def escape_controls(text: str) -> str:
     """``text`` with every control character written as an escape: one line, as the caller
     meant it."""
-    return _CONTROLS.sub(_escape, text)
+    # isprintable() (C speed) is False for every character escaped here: most lines skip the sub.
+    return text if text.isprintable() else _CONTROLS.sub(_escape, text)
 
 
 def _clean(value: object) -> object:
-    return escape_controls(redact_tokens(value)) if isinstance(value, str) else value
+    if isinstance(value, str):
+        if "=" in value:
+            value = redact_tokens(value)
+        if not value.isprintable():
+            value = _CONTROLS.sub(_escape, value)
+    return value
 
 
 class SafeRecords(logging.Filter):
@@ -71,7 +77,7 @@ class SafeRecords(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         args = record.args
         if isinstance(record.msg, str) and (
-            not args or (isinstance(args, tuple) and all(isinstance(a, _PLAIN) for a in args))
+            not args or (type(args) is tuple and all([isinstance(a, _PLAIN) for a in args]))
         ):
             # A format string ends with a newline when a traceback follows: that one is ours.
             msg = record.msg.rstrip("\n")
@@ -79,7 +85,7 @@ class SafeRecords(logging.Filter):
                 # Request data is in the arguments; the format string is the code's own (and
                 # redacting a "token=%s" in it would leave an argument without its "%s").
                 record.msg = escape_controls(msg)
-                record.args = tuple(_clean(arg) for arg in args)
+                record.args = tuple([_clean(arg) for arg in args])
             else:
                 record.msg = escape_controls(redact_tokens(msg))
         else:
