@@ -25,7 +25,7 @@ import time
 import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -83,6 +83,7 @@ class FaultRecord:
     detail: str
     ended_at: float
     convergence_s: float | None = None  # None: not converged within converge_limit_s
+    lagging: list[str] = field(default_factory=list)  # a sample of what was missing then
 
 
 @dataclass
@@ -145,7 +146,9 @@ class CampaignReport:
     def problems(self) -> str:
         """The first few lines of every broken guarantee, for an assertion message."""
         sections = {
-            "not converged": [f"{f.kind} {f.detail}" for f in self.not_converged()],
+            "not converged": [
+                f"{f.kind} {f.detail}: {', '.join(f.lagging)}" for f in self.not_converged()
+            ],
             "lost terminals": self.lost_terminals,
             "missed mine jobs": self.mine_missed,
             "unfinished jobs": self.unfinished_jobs,
@@ -328,7 +331,16 @@ class Campaign:
         targets = await self._targets()
         if await self._until(lambda: self._reached(targets), self.config.converge_limit_s):
             record.convergence_s = time.monotonic() - record.ended_at
-        logger.info("fault %s: %s converged in %s s", kind, detail, record.convergence_s)
+        else:
+            record.lagging = [
+                f"{watcher.name} job {job_id}: has {watcher.seq(job_id)}, store had {seq};"
+                f" session {len(watcher.sessions) - 1}: {watcher.trace(job_id)[-6:]}"
+                for watcher, job_id, seq in targets
+                if watcher.seq(job_id) < seq
+            ][:5]
+        logger.info(
+            "fault %s: %s converged in %s s %s", kind, detail, record.convergence_s, record.lagging
+        )
 
     # Jobs -------------------------------------------------------------------------------------
 

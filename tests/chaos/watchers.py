@@ -15,6 +15,7 @@ import json
 import logging
 import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,6 +31,7 @@ logger = logging.getLogger("tests.chaos.watchers")
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 RETRY_S = 0.5  # before asking again after a retryable error (store_unavailable)
 SUBSCRIBE_BATCH = 100
+TRACE_LENGTH = 400
 
 Frame = dict[str, Any]
 
@@ -65,6 +67,14 @@ class Session:
     closed_at: float | None = None
     seqs: dict[str, int] = field(default_factory=dict)
     terminals: dict[str, int] = field(default_factory=dict)
+    # What was sent and answered (subscribes, errors, acks), newest last, for diagnosis.
+    trace: deque[str] = field(default_factory=lambda: deque(maxlen=TRACE_LENGTH))
+
+    def note(self, event: str) -> None:
+        self.trace.append(f"{time.monotonic():.2f} {event}")
+
+    def about(self, job_id: str) -> list[str]:
+        return [event for event in self.trace if job_id in event or "all" in event]
 
     def open_at(self, moment: float) -> bool:
         return self.opened_at <= moment and (self.closed_at is None or moment < self.closed_at)
@@ -104,6 +114,10 @@ class Watcher:
             self.follows.add(job_id)
             self._pending.add(job_id)
             self._wake.set()
+
+    def trace(self, job_id: str) -> list[str]:
+        """What the current session sent and got about ``job_id``."""
+        return self.sessions[-1].about(job_id) if self.sessions else []
 
     def seq(self, job_id: str) -> int:
         return int(self.latest[job_id]["seq"]) if job_id in self.latest else 0
@@ -152,7 +166,7 @@ class Watcher:
         self._wake.set()
         tasks = [
             asyncio.create_task(self._read(connection, session)),
-            asyncio.create_task(self._write(connection)),
+            asyncio.create_task(self._write(connection, session)),
             asyncio.create_task(stop.wait()),
         ]
         if self.mine:
@@ -169,7 +183,7 @@ class Watcher:
             if isinstance(outcome, Exception) and not isinstance(outcome, ConnectionClosed):
                 raise outcome  # a bug in the watcher itself: fail the campaign loudly
 
-    async def _write(self, connection: ClientConnection) -> None:
+    async def _write(self, connection: ClientConnection, session: Session) -> None:
         """Send what is due: ``mine``, then pending ids with the last seq seen (resume)."""
         while True:
             await self._wake.wait()
@@ -187,6 +201,7 @@ class Watcher:
                     for job_id in pending[start : start + SUBSCRIBE_BATCH]
                 ]
                 await connection.send(json.dumps({"op": "subscribe", "ref": "ids", "jobs": jobs}))
+                session.note(f"sent subscribe {jobs}")
 
     async def _retry_later(self, error: Frame) -> None:
         """Send again what a retryable error answered: one job, ``mine``, or the whole frame."""
@@ -230,11 +245,14 @@ class Watcher:
             op = frame.get("op")
             if op == "update":
                 self._on_update(frame, session)
+            elif op == "ack" and frame.get("ref") != "mine":
+                session.note(f"ack {frame.get('ref')} (all before it answered)")
             elif op == "ack" and frame.get("ref") == "mine":
                 if not session.mine_refused and session.mine_since is None:
                     session.mine_since = time.monotonic()
                 session.mine_refused = False
             elif op == "error":
+                session.note(f"error {frame}")
                 session.mine_refused = frame.get("ref") == "mine"
                 if self._on_error(frame):
                     task = asyncio.create_task(self._retry_later(frame))
@@ -251,6 +269,7 @@ class Watcher:
         if previous is not None and seq <= previous and not reset:
             self.violations.seq_regressions.append(f"{where}: seq {previous} then {seq}")
         session.seqs[job_id] = seq
+        session.note(f"update {job_id} seq {seq}{' reset' if reset else ''}")
         if job["owner"] != self.owner:
             self.violations.foreign.append(f"{where}: owner {job['owner']}")
         if job["status"] in TERMINAL:
