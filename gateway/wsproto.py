@@ -25,6 +25,9 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIO
 from websockets.protocol import State
 
 EXTENSION = "pgw.write_frame"
+# The same keepalive ping for every connection (a server frame is not masked): encoded once.
+PING_PAYLOAD = b"pgw!"
+PING_FRAME = bytes((0x89, len(PING_PAYLOAD))) + PING_PAYLOAD
 CLOSE_EXTENSION = "pgw.close_now"
 
 
@@ -117,6 +120,7 @@ class FrameWriterProtocol(WebSocketsSansIOProtocol):
         "frames",
         "handshake_complete",
         "handshake_initiated",
+        "heard_at",
         "initial_response",
         "last_ping_rtt",
         "logger",
@@ -146,16 +150,50 @@ class FrameWriterProtocol(WebSocketsSansIOProtocol):
         self.writable = WritableFlag()  # type: ignore[assignment]
 
     def start_keepalive(self) -> None:
-        """First ping at a random point in the second half of the interval, not at exactly one.
+        """First check at a random point in the second half of the interval, not at exactly one.
 
         Connections opened together (a deploy, a reconnect storm) would otherwise ping together
         every interval forever: thousands of pings and pongs in one burst that every delivery
-        queues behind. The next pings keep this phase (uvicorn schedules each after the pong).
+        queues behind. Later checks follow from when the peer was last heard.
         """
         interval = self.ping_interval
         if interval is not None and interval > 0:
+            self.heard_at = self.loop.time()
             delay = interval * random.uniform(0.5, 1.0)
             self.ping_timer = self.loop.call_later(delay, self.send_keepalive_ping)
+
+    def data_received(self, data: bytes) -> None:
+        self.heard_at = self.loop.time()
+        super().data_received(data)
+
+    def send_keepalive_ping(self) -> None:
+        """Keepalive with one timer per interval, and no ping to a peer heard from lately.
+
+        uvicorn pings every interval whatever the traffic, with a frame built per ping and three
+        timers per round (ping, pong deadline, next ping). Here a peer that sent anything within
+        the interval (a browser's own ``{"op":"ping"}``, a subscribe, a pong) is alive and is
+        not pinged; a quiet one gets a pre-encoded ping, and the same timer, one
+        ``ping_timeout`` later, closes it (1011) unless something arrived meanwhile.
+        """
+        self.ping_timer = None
+        if self.close_sent or self.transport.is_closing() or self.conn.state is not State.OPEN:
+            return
+        now = self.loop.time()
+        interval = cast(float, self.ping_interval)
+        if self.pending_ping_payload is not None:
+            if self.heard_at < self.ping_sent_at:
+                self.keepalive_timeout()
+                return
+            self.pending_ping_payload = None
+        due = self.heard_at + interval
+        if now < due:
+            self.ping_timer = self.loop.call_at(due, self.send_keepalive_ping)
+            return
+        self.pending_ping_payload = PING_PAYLOAD
+        self.ping_sent_at = now
+        self.transport.write(PING_FRAME)
+        deadline = now + (self.ping_timeout or interval)
+        self.ping_timer = self.loop.call_at(deadline, self.send_keepalive_ping)
 
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
