@@ -27,7 +27,7 @@ import { backoff, smallJitter } from "./backoff.js";
 import { BrowserHooks } from "./browser.js";
 import { CloseCode, ErrorCode, isRetryable, reactionTo } from "./codes.js";
 import { TypedEventTarget } from "./events.js";
-import { HttpApi } from "./http.js";
+import { HttpApi, jobPath } from "./http.js";
 import type { ProgressClientOptions, Settings } from "./options.js";
 import { resolveSettings } from "./options.js";
 import { TokenSource } from "./token.js";
@@ -177,10 +177,19 @@ export class ProgressClient extends TypedEventTarget<ClientEventMap> {
     };
   }
 
-  /** `GET /exports/active`; the jobs also reach the listeners. */
+  /**
+   * `GET /exports/active`; the jobs also reach the listeners. A job answered below the seq the
+   * client has is read again (`recheck`), so a store that went back reaches `watchMine` too.
+   */
   async active(): Promise<ActiveJobs> {
     const jobs = await this.api.active();
-    for (const job of [...jobs.active, ...jobs.recent]) this.deliver(job);
+    const behind: Array<[string, number]> = [];
+    for (const job of [...jobs.active, ...jobs.recent]) {
+      const seq = this.book.latest(job.id)?.seq;
+      if (seq !== undefined && job.seq < seq) behind.push([job.id, seq]);
+      else this.deliver(job);
+    }
+    await Promise.all(behind.map(([id, seq]) => this.recheck(id, seq)));
     return jobs;
   }
 
@@ -218,6 +227,22 @@ export class ProgressClient extends TypedEventTarget<ClientEventMap> {
     if (outcome === "ignored") return;
     this.emit("update", job);
     if (outcome === "ended") this.unfollow(job.id);
+  }
+
+  /**
+   * A plain read answered below `seq`: it may predate an update that overtook it, or the store
+   * went back. A read naming `seq` tells them apart: 304 if the store still has it, else the
+   * store's snapshot now, a reset if it is lower.
+   */
+  private async recheck(id: string, seq: number): Promise<void> {
+    try {
+      const response = await this.api.request(jobPath(id), { headers: { "If-None-Match": `"${seq}"` } });
+      if (response.status === 304) return;
+      const job = (await response.json()) as JobSnapshot;
+      this.deliver(job, job.seq < seq);
+    } catch (error) {
+      this.emit("error", errorContext(error, id));
+    }
   }
 
   private follow(id: string): void {

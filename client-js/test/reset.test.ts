@@ -9,6 +9,7 @@ import assert from "node:assert/strict";
 import { afterEach, beforeEach, test } from "node:test";
 import { ProgressClient } from "../src/client.js";
 import type { ProgressClientOptions } from "../src/options.js";
+import type { JobSnapshot } from "../src/types.js";
 import {
   FakeEventSource,
   FakeWebSocket,
@@ -159,4 +160,36 @@ test("long-poll: a 200 below the seq the request named is a reset; one only belo
   await waitFor(() => seen.at(-1) === 8, "the terminal snapshot");
   assert.deepEqual(seen, [FORGED, 5, 7, 8]);
   assert.deepEqual(asked, ["none", `"${FORGED}"`, '"5"', "none", '"7"']);
+});
+
+test("watchMine: /exports/active below the client's seq is read again; a store that went back is a reset", async () => {
+  const other = "00000000-0000-4000-8000-000000000001";
+  const asked: string[] = [];
+  let listed: JobSnapshot[] = []; // the restore on connect lists nothing
+  const routes: Record<string, Route> = {
+    "/exports/active": () => json(200, { active: listed, recent: [] }),
+    [`/exports/${JOB_ID}`]: (_url, init) => {
+      asked.push(`${JOB_ID.slice(0, 4)} ${new Headers(init?.headers).get("if-none-match")}`);
+      return json(200, snapshot(5)); // the store went back below what the client was sent
+    },
+    [`/exports/${other}`]: (_url, init) => {
+      asked.push(`${other.slice(0, 4)} ${new Headers(init?.headers).get("if-none-match")}`);
+      return new Response(null, { status: 304 }); // the store has 7: the list was older
+    },
+  };
+  const client = makeClient(routes);
+  const mine: string[] = [];
+  client.watchMine((job) => mine.push(`${job.id.slice(0, 4)}@${job.seq}`));
+  await waitFor(() => FakeWebSocket.instances.length === 1, "a socket");
+  const socket = FakeWebSocket.last;
+  socket.accept();
+  socket.update(snapshot(FORGED));
+  socket.update(snapshot(7, { id: other }));
+  await waitFor(() => mine.length === 2, "the live updates");
+  listed = [snapshot(5), snapshot(6, { id: other })];
+  await client.active();
+  assert.deepEqual(asked.sort(), [`0000 "7"`, `3f0c "${FORGED}"`]);
+  assert.deepEqual(mine, [`3f0c@${FORGED}`, "0000@7", "3f0c@5"]);
+  assert.equal(client.latest(JOB_ID)?.seq, 5);
+  assert.equal(client.latest(other)?.seq, 7);
 });
