@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -109,6 +111,28 @@ async def test_a_killed_server_ends_the_read(tmp_path: Path) -> None:
         with pytest.raises(SubscriberError, match="closed"):
             await read_until_failure(subscriber)
         subscriber.close()
+        await subscriber.wait_closed()
+    finally:
+        server.stop()
+
+
+async def test_failing_a_connection_wakes_a_drain_held_by_a_frozen_server(tmp_path: Path) -> None:
+    # A resubscribe of many channels to a server that reads nothing fills the socket buffers and
+    # blocks in drain(). Failing the connection (the probe found it silent) must wake it: a
+    # close would wait for the buffer to flush, which a silent peer never lets happen.
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        subscriber = await Subscriber.connect(server.url, within_s=2)
+        with server.frozen():
+            subscriber.subscribe([f"pgw-test:{n}:{'x' * 1000}".encode() for n in range(32_000)])
+            drain = asyncio.create_task(subscriber.drain())
+            done, _ = await asyncio.wait({drain}, timeout=0.5)
+            assert not done  # held: ~32 MB cannot reach a server that does not read
+            subscriber.fail(SubscriberError("silent"))
+            async with asyncio.timeout(5):
+                with contextlib.suppress(ConnectionError):
+                    await drain
         await subscriber.wait_closed()
     finally:
         server.stop()
