@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from itertools import cycle
 
@@ -48,6 +49,14 @@ async def client(gateway: GatewayServer) -> AsyncIterator[httpx.AsyncClient]:
         yield opened
 
 
+async def hang_up(writer: asyncio.StreamWriter) -> None:
+    """Close and wait until closed, so no socket outlives its test (a reset is expected: the
+    server may have closed first)."""
+    writer.close()
+    with suppress(ConnectionError):
+        await writer.wait_closed()
+
+
 @dataclass
 class Outcome:
     closed: bool  # the server closed the connection while the client was still dribbling
@@ -80,7 +89,8 @@ async def dribble(port: int, head: bytes, drip: bytes) -> Outcome:
         return Outcome(True, loop.time() - started, received)
     finally:
         read.cancel()
-        writer.close()
+        await asyncio.gather(read, return_exceptions=True)
+        await hang_up(writer)
 
 
 def answered_408(outcomes: list[Outcome]) -> None:
@@ -132,7 +142,7 @@ async def test_headers_slower_than_usual_but_within_the_bound_are_served(
         status_line = await asyncio.wait_for(reader.readline(), 10)
         assert status_line.startswith(b"HTTP/1.1 200"), status_line
     finally:
-        writer.close()
+        await hang_up(writer)
 
 
 async def test_clients_dribbling_a_body_are_answered_408_and_closed(
@@ -166,7 +176,7 @@ async def test_a_client_leaving_mid_body_is_logged_as_leaving_not_as_a_500(
         ).encode()
     )
     await writer.drain()
-    writer.close()  # gone, 999 bytes short
+    await hang_up(writer)  # gone, 999 bytes short
 
     async def answered() -> bool:
         return any(
