@@ -109,8 +109,8 @@ def answered_408(outcomes: list[Outcome]) -> None:
 def within_bound(outcome: Outcome, bound_s: float) -> None:
     assert outcome.closed, f"still open after {outcome.after_s:.1f}s of dribbling"
     # Not well before the bound (slow but honest clients get their time; the client starts its
-    # clock after the server), not long after it (twice
-    # the bound: a loaded CI machine must not make this flaky).
+    # clock after the server), not long after it (twice the bound: a loaded CI machine must not
+    # make this flaky).
     assert bound_s * 0.5 <= outcome.after_s < 2 * bound_s, outcome.after_s
 
 
