@@ -38,8 +38,10 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]
     )
     server.start()
     yield server
-    cancel_every_job(server)
-    server.terminate()
+    try:
+        cancel_every_job(server)
+    finally:
+        server.stop()
 
 
 def cancel_every_job(server: GatewayServer) -> None:
