@@ -32,6 +32,7 @@ import json
 import logging
 import math
 import struct
+import sys
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -167,8 +168,12 @@ class Hub:
         self._watchers: dict[str, set[Outbox[Snapshot]]] = {}
         # Watches between their subscribe and their owner check, per job: they keep the channel.
         self._checking: dict[str, int] = {}
-        # The newest snapshot seen of every job watched or being checked.
-        self._latest: dict[str, Snapshot] = {}
+        # Per watched job: the newest seq fanned out and the job's owner (interned). Only the seq,
+        # not the snapshot: an idle watched job costs two dict entries, not its encoded frames.
+        self._latest: dict[str, int] = {}
+        self._owners: dict[str, str] = {}
+        # The newest snapshot that arrived while a job was being checked (only then).
+        self._heard: dict[str, Snapshot] = {}
         # ``scope: mine`` watchers per owner, with when each began (``time.time()``).
         self._owner_watchers: dict[str, dict[Outbox[Snapshot], float]] = {}
         # The sweep reads one slice per ``resync_s`` tick, so each job is read every ``sweep_s``.
@@ -218,7 +223,7 @@ class Hub:
             self._begin_check(job_id)
         try:
             # Subscribe first, then read: a change between the two arrives on the channel and is
-            # remembered in ``_latest`` while the owner is checked.
+            # remembered in ``_heard`` while the owner is checked.
             await self.broker.watch_jobs(ids)
             raws = await self.store.snapshots(ids)
             return [
@@ -246,13 +251,18 @@ class Hub:
             outbox.watch_count() >= self.max_subscriptions
         ):
             return WatchResult(job_id, error=_too_many(job_id, self.max_subscriptions))
-        latest = self._latest.get(job_id)
-        if latest is None or latest.owner != stored.owner or latest.seq < stored.seq:
-            latest = self._latest[job_id] = stored
+        latest = stored
+        heard = self._heard.get(job_id)
+        if heard is not None and heard.owner == stored.owner and heard.seq > stored.seq:
+            latest = heard  # published after the read, before this check ended
         if watchers is None:
             watchers = self._watchers[job_id] = set()
+            self._owners[job_id] = sys.intern(stored.owner)
+            self._latest[job_id] = latest.seq
             self._slices[hash(job_id) % self._slice_count].add(job_id)
             self.metrics.channels.set(len(self._watchers))
+        elif latest.seq > self._latest[job_id]:
+            self._latest[job_id] = latest.seq
         if outbox not in watchers:
             watchers.add(outbox)
             outbox.track(job_id)
@@ -281,8 +291,8 @@ class Hub:
                 self._checking[job_id] = left
                 continue
             del self._checking[job_id]
+            self._heard.pop(job_id, None)
             if job_id not in self._watchers:
-                self._latest.pop(job_id, None)
                 gone.append(job_id)
         if gone:
             self.broker.unwatch_jobs(gone)
@@ -339,22 +349,24 @@ class Hub:
         """A snapshot arrived on a job channel: fan it out, encoded once."""
         snapshot = Snapshot(raw)
         job_id = snapshot.job_id
+        seq = snapshot.seq
+        if self._checking and job_id in self._checking:
+            heard = self._heard.get(job_id)
+            if heard is None or seq > heard.seq:
+                self._heard[job_id] = snapshot
         latest = self._latest.get(job_id)
         if latest is None:
-            if job_id in self._checking:
-                self._latest[job_id] = snapshot
             return
-        seq = snapshot.seq
-        if seq <= latest.seq:
-            if seq < latest.seq:
+        if seq <= latest:
+            if seq < latest:
                 # Late (a resync got there first), or the store went back: the store decides.
                 self._check_soon(job_id)
             return
-        owner = latest.owner
+        owner = self._owners[job_id]
         if snapshot.owner != owner:
             self._drop_foreign(snapshot, owner)
             return
-        self._latest[job_id] = snapshot
+        self._latest[job_id] = seq
         watchers = self._watchers.get(job_id)
         if not watchers:
             return
@@ -475,7 +487,7 @@ class Hub:
         ids = list(self._watchers) if job_ids is None else list(job_ids)
         # What was delivered before the read was sent: a store below it after the read is a
         # store that went back, not a message that overtook the read.
-        observed = {job_id: latest.seq for job_id in ids if (latest := self._latest.get(job_id))}
+        observed = {job_id: seq for job_id in ids if (seq := self._latest.get(job_id))}
         if not observed:
             return
         ids = list(observed)
@@ -497,23 +509,23 @@ class Hub:
         watchers = self._watchers.get(job_id)
         if latest is None or not watchers:
             return
-        if stored.seq > latest.seq:
-            self._latest[job_id] = stored
+        if stored.seq > latest:
+            self._latest[job_id] = stored.seq
             repaired = any(stored.seq > outbox.known_seq(job_id) for outbox in watchers)
             for outbox in list(watchers):
                 self._offer(outbox, stored)
             if repaired:
                 self.metrics.resync_repairs.inc()
                 logger.info("resync delivered job %s seq %d", job_id, stored.seq)
-        elif stored.seq < latest.seq == observed.get(job_id):
+        elif stored.seq < latest == observed.get(job_id):
             logger.warning(
                 "job %s: store has seq %d, below the %d delivered: resetting %d watchers",
                 job_id,
                 stored.seq,
-                latest.seq,
+                latest,
                 len(watchers),
             )
-            self._latest[job_id] = stored
+            self._latest[job_id] = stored.seq
             reset = stored.as_reset()
             for outbox in list(watchers):
                 if outbox.owner != stored.owner:
@@ -613,11 +625,10 @@ class Hub:
     def _forget(self, job_id: str) -> bool:
         """The last watcher of ``job_id`` is gone; True if its channel can go too."""
         del self._watchers[job_id]
+        del self._latest[job_id]
+        del self._owners[job_id]
         self._slices[hash(job_id) % self._slice_count].discard(job_id)
-        if job_id in self._checking:
-            return False
-        self._latest.pop(job_id, None)
-        return True
+        return job_id not in self._checking
 
 
 def _not_found(job_id: str) -> GatewayError:
