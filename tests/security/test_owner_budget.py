@@ -9,8 +9,10 @@ way a connection ends gives its unit back: the count returns to zero.
 from __future__ import annotations
 
 import asyncio
+import signal
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AsyncExitStack, suppress
+from pathlib import Path
 
 import httpx
 import pytest
@@ -198,3 +200,45 @@ async def test_a_long_poll_that_fails_while_waiting_gives_its_unit_back(
         with suppress(ConnectionError):  # the server closes after a 408: a reset is expected
             await writer.wait_closed()
     await held_becomes(client, {})
+
+
+async def test_streams_ended_by_a_drain_give_their_units_back(tmp_path: Path) -> None:
+    """The drain path: while a gateway drains, a stream or long-poll opened then ends at once
+    (the client goes to another replica) and gives its unit back. Bob's 20 WebSockets keep the
+    drain going: their 1001 closes are spread over the 30 s window."""
+    server = GatewayServer(
+        f"sqlite:///{tmp_path / 'jobs.db'}", tmp_path / "gateway.log", drain_s="30"
+    )
+    server.start()
+    try:
+        with ProgressClient.from_url(server.store_url) as worker:
+            job = worker.create_job(owner="alice", kind="demo")
+        alice = bearer(token_for("alice"))
+        async with AsyncExitStack() as stack:
+            client = await stack.enter_async_context(api_client(server))
+            for _ in range(20):
+                connection = await WsClient.connect(server.ws_url, token_for("bob"))
+                stack.push_async_callback(connection.connection.close)
+                await connection.ready()
+            assert server.process is not None
+            server.process.send_signal(signal.SIGTERM)
+            await eventually(lambda: not_ready(client), 10.0, "the gateway to drain")
+
+            polled = await client.get(f"/exports/{job.id}?wait=30", headers=alice)
+            assert polled.status_code == 304  # ended by the drain, not by its 30 s
+            events = f"/exports/{job.id}/events?last_event_id={job.seq}"
+            async with client.stream("GET", events, headers=alice) as sse:
+                assert sse.status_code == 200
+                assert [chunk async for chunk in sse.aiter_bytes()] == []  # ended at once
+
+            async def given_back() -> bool:
+                return [await held(client, "sse"), await held(client, "long_poll")] == [0, 0]
+
+            await eventually(given_back, 10.0, "the drained streams' units to come back")
+            assert await held(client, "ws") > 0  # still draining: the check above was live
+    finally:
+        server.stop()
+
+
+async def not_ready(client: httpx.AsyncClient) -> bool:
+    return (await client.get("/readyz")).status_code == 503
