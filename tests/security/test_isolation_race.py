@@ -66,7 +66,7 @@ async def test_subscribing_to_anothers_job_in_a_loop_yields_no_foreign_frame(
                 await alice.send({"op": "subscribe", "ref": f"r{subscribes + n}", "jobs": [job.id]})
             last = f"r{subscribes + BATCH - 1}"
             subscribes += BATCH
-            await alice.recv_until(lambda f: f["op"] == "ack" and f["ref"] == last, timeout=15)
+            await alice.recv_until(lambda f, ref=last: f["op"] == "ack" and f["ref"] == ref, 15)
     finally:
         bob_task.cancel()
         await asyncio.gather(bob_task, return_exceptions=True)
