@@ -375,6 +375,13 @@ class RedisServer:
             sock.sendall(b"".join(parts))
             return sock.recv(65536)
 
+    def commands_processed(self) -> int:
+        """Redis's ``total_commands_processed``: what the server was asked, by anyone."""
+        for line in self.command("INFO", "stats").decode().splitlines():
+            if line.startswith("total_commands_processed:"):
+                return int(line.split(":", 1)[1])
+        raise RuntimeError("INFO stats has no total_commands_processed")
+
     def stop(self) -> None:
         self.process.terminate()
         try:
@@ -1086,7 +1093,9 @@ class Bench:
             after_gc = self.gateway.stats(gc=True)
             log(f"idle: holding {ok} connections for {a.idle_hold_s:.0f}s")
             hold = Meter(self.pids()).start()
+            commands_before = self.redis.commands_processed()
             time.sleep(a.idle_hold_s)
+            commands = self.redis.commands_processed() - commands_before
             hold.stop()
             self.reset()
             _, _, _, totals = self.collect()
@@ -1120,6 +1129,9 @@ class Bench:
             "steps": steps,
             f"idle_{server}_cpu_share": hold.share(server),
             "hold_s": hold.wall_s,
+            # Everything Redis was asked during the hold (the INFO calls themselves included).
+            "idle_redis_commands_per_s": commands / hold.wall_s,
+            "idle_redis_commands_per_s_per_job": commands / hold.wall_s / max(1, ok),
             "liveness_delivered": delivered,
             "loadgen_rss_per_connection_kib": (loadgen_after - loadgen_before) / max(1, ok) / 1024,
             "loadgen_cpu_s_open": self.loadgen_cpu(meter),
@@ -1710,6 +1722,11 @@ def report(results: Json) -> str:
             f"µs per connect+subscribe",
         )
         row("idle gateway CPU", f"{idle['idle_gateway_cpu_share']:.1%} of a core")
+        row(
+            "idle Redis commands",
+            f"{idle['idle_redis_commands_per_s']:,.1f}/s "
+            f"({idle['idle_redis_commands_per_s_per_job']:.4f}/s per watched job)",
+        )
     if tp := results.get("throughput"):
         row(
             "peak deliveries/s (one core)",

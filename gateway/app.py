@@ -114,7 +114,14 @@ def create_app(settings: Settings) -> Starlette:
         metrics = Metrics()
         store = open_store(settings.store_url(), settings.store_options())
         broker = make_broker(store, settings, metrics)
-        hub = Hub(store, broker, metrics, resync_s=settings.resync_s)
+        hub = Hub(
+            store,
+            broker,
+            metrics,
+            resync_s=settings.resync_s,
+            sweep_s=max(settings.sweep_s, settings.resync_s),
+            max_subscriptions=settings.max_subscriptions,
+        )
         gateway = Gateway(
             settings=settings,
             store=store,
