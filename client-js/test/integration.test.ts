@@ -272,55 +272,66 @@ test("a draining gateway's 1001 sends the client at once to another replica, res
 
 const FORGED_SEQ = 10 ** 12;
 
-test("a forged snapshot with a huge seq on the job's channel: the store's reset wins, updates go on to the end", async () => {
-  const watcher = client();
-  const job = await env.worker.create("alice");
-  const seen: JobSnapshot[] = [];
-  const mine: JobSnapshot[] = [];
-  watcher.watch(job.id, (snapshot) => seen.push(snapshot));
-  watcher.watchMine((snapshot) => snapshot.id === job.id && mine.push(snapshot));
-  const started = await env.worker.start(job.id);
-  await waitFor(
-    () => seen.at(-1)?.seq === started.seq && mine.at(-1)?.seq === started.seq,
-    "the start, to watch and watchMine",
-  );
-  assert.ok((await env.worker.forge(started, FORGED_SEQ)) >= 1, "the gateway is subscribed");
-  await waitFor(() => seen.at(-1)?.seq === FORGED_SEQ, "the forged snapshot (it is above what was sent)");
-
-  const update = await env.worker.update(job.id, 40, "real");
-  await waitFor(() => seen.at(-1)?.seq === update.seq, "the real update, delivered as a reset");
-  assert.equal(mine.at(-1)?.seq, update.seq);
-  const later = await env.worker.update(job.id, 60, "later");
-  await waitFor(() => seen.at(-1)?.seq === later.seq, "a later update, counted from the reset");
-  const end = await env.worker.succeed(job.id);
-  await waitFor(() => seen.at(-1)?.status === "succeeded", "the terminal snapshot");
-  await waitFor(() => mine.at(-1)?.status === "succeeded", "the terminal snapshot, to watchMine");
-
-  assert.equal(watcher.latest(job.id)?.seq, end.seq);
-  assert.equal(terminals(seen, job.id), 1);
-  for (const list of [seen, mine]) {
-    const afterForged = list.slice(list.findIndex((snapshot) => snapshot.seq === FORGED_SEQ) + 1);
-    assert.equal(afterForged[0]?.seq, update.seq, "the reset came right after the forged snapshot");
-    assertIncreasing(afterForged, job.id);
+/** Run `body`; a failure carries the end of the gateway's log (the hub logs every reset). */
+async function withGatewayLog(body: () => Promise<void>): Promise<void> {
+  try {
+    await body();
+  } catch (error) {
+    throw new Error(`${String(error)}\ngateway log:\n${env.gateway.log()}`, { cause: error });
   }
-});
+}
 
-test("resuming with a seq the store does not have (forged, or lost in a failover) gets the store's snapshot", async () => {
-  const watcher = client({ backoff: { minMs: 50, maxMs: 400 } });
-  const job = await env.worker.create("alice");
-  const seen: JobSnapshot[] = [];
-  watcher.watch(job.id, (snapshot) => seen.push(snapshot));
-  const started = await env.worker.start(job.id);
-  await waitFor(() => seen.at(-1)?.seq === started.seq, "the start");
-  await env.worker.forge(started, FORGED_SEQ);
-  await waitFor(() => seen.at(-1)?.seq === FORGED_SEQ, "the forged snapshot");
+test("a forged snapshot with a huge seq on the job's channel: the store's reset wins, updates go on to the end", () =>
+  withGatewayLog(async () => {
+    const watcher = client();
+    const job = await env.worker.create("alice");
+    const seen: JobSnapshot[] = [];
+    const mine: JobSnapshot[] = [];
+    watcher.watch(job.id, (snapshot) => seen.push(snapshot));
+    watcher.watchMine((snapshot) => snapshot.id === job.id && mine.push(snapshot));
+    const started = await env.worker.start(job.id);
+    await waitFor(
+      () => seen.at(-1)?.seq === started.seq && mine.at(-1)?.seq === started.seq,
+      "the start, to watch and watchMine",
+    );
+    assert.ok((await env.worker.forge(started, FORGED_SEQ)) >= 1, "the gateway is subscribed");
+    await waitFor(() => seen.at(-1)?.seq === FORGED_SEQ, "the forged snapshot (it is above what was sent)");
 
-  await env.gateway.kill(); // a fresh gateway knows only the store
-  await waitFor(() => watcher.state === "reconnecting", "the client noticing the dead gateway");
-  await env.gateway.start();
-  await waitFor(() => seen.at(-1)?.seq === started.seq, "the stored snapshot, as a reset", 15_000);
-  assert.equal(seen.at(-1)?.message, started.message, "not the forged one");
-  const end = await env.worker.succeed(job.id);
-  await waitFor(() => seen.at(-1)?.seq === end.seq, "the terminal snapshot");
-  assert.equal(terminals(seen, job.id), 1);
-});
+    const update = await env.worker.update(job.id, 40, "real");
+    await waitFor(() => seen.at(-1)?.seq === update.seq, "the real update, delivered as a reset");
+    assert.equal(mine.at(-1)?.seq, update.seq);
+    const later = await env.worker.update(job.id, 60, "later");
+    await waitFor(() => seen.at(-1)?.seq === later.seq, "a later update, counted from the reset");
+    const end = await env.worker.succeed(job.id);
+    await waitFor(() => seen.at(-1)?.status === "succeeded", "the terminal snapshot");
+    await waitFor(() => mine.at(-1)?.status === "succeeded", "the terminal snapshot, to watchMine");
+
+    assert.equal(watcher.latest(job.id)?.seq, end.seq);
+    assert.equal(terminals(seen, job.id), 1);
+    for (const list of [seen, mine]) {
+      const afterForged = list.slice(list.findIndex((snapshot) => snapshot.seq === FORGED_SEQ) + 1);
+      assert.equal(afterForged[0]?.seq, update.seq, "the reset came right after the forged snapshot");
+      assertIncreasing(afterForged, job.id);
+    }
+  }));
+
+test("resuming with a seq the store does not have (forged, or lost in a failover) gets the store's snapshot", () =>
+  withGatewayLog(async () => {
+    const watcher = client({ backoff: { minMs: 50, maxMs: 400 } });
+    const job = await env.worker.create("alice");
+    const seen: JobSnapshot[] = [];
+    watcher.watch(job.id, (snapshot) => seen.push(snapshot));
+    const started = await env.worker.start(job.id);
+    await waitFor(() => seen.at(-1)?.seq === started.seq, "the start");
+    await env.worker.forge(started, FORGED_SEQ);
+    await waitFor(() => seen.at(-1)?.seq === FORGED_SEQ, "the forged snapshot");
+
+    await env.gateway.kill(); // a fresh gateway knows only the store
+    await waitFor(() => watcher.state === "reconnecting", "the client noticing the dead gateway");
+    await env.gateway.start();
+    await waitFor(() => seen.at(-1)?.seq === started.seq, "the stored snapshot, as a reset", 15_000);
+    assert.equal(seen.at(-1)?.message, started.message, "not the forged one");
+    const end = await env.worker.succeed(job.id);
+    await waitFor(() => seen.at(-1)?.seq === end.seq, "the terminal snapshot");
+    assert.equal(terminals(seen, job.id), 1);
+  }));
