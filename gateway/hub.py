@@ -183,7 +183,9 @@ class Hub:
         self._resync_all = False
         self._retry_jobs: set[str] = set()
         self._retry_owners: set[str] = set()
-        self._checks_in_flight: set[str] = set()
+        # Jobs with a check in flight, and whether it was asked for again meanwhile (a message
+        # it may have read the store too early for): then it runs once more.
+        self._checks_in_flight: dict[str, bool] = {}
         self._tasks = TaskGroup(logger, "hub")
         self._resync_task: asyncio.Task[None] | None = None
         self._debug = logger.isEnabledFor(logging.DEBUG)
@@ -539,20 +541,26 @@ class Hub:
             self._finished(job_id)
 
     def _check_soon(self, job_id: str) -> None:
-        if job_id not in self._checks_in_flight:
-            self._checks_in_flight.add(job_id)
-            self._tasks.spawn(self._check(job_id), name="pgw-hub-check")
+        if job_id in self._checks_in_flight:
+            self._checks_in_flight[job_id] = True
+            return
+        self._checks_in_flight[job_id] = False
+        self._tasks.spawn(self._check(job_id), name="pgw-hub-check")
 
     async def _check(self, job_id: str) -> None:
         try:
-            await self.resync([job_id])
+            while True:
+                await self.resync([job_id])
+                if not self._checks_in_flight[job_id]:
+                    break
+                self._checks_in_flight[job_id] = False  # asked again meanwhile: once more
         except GatewayError as exc:
             self._retry_jobs.add(job_id)
             logger.warning(
                 "check of job %s failed, retrying in %.1fs: %s", job_id, self.resync_s, exc
             )
         finally:
-            self._checks_in_flight.discard(job_id)
+            del self._checks_in_flight[job_id]
 
     async def reconcile_owner(self, owner: str) -> None:
         """Adopt, for each ``scope: mine`` watcher of ``owner``, the jobs the store's owner index
