@@ -238,14 +238,17 @@ class FrameWriterProtocol(WebSocketsSansIOProtocol):
         does: send the close frame, shut down the writing side, keep reading (websockets
         discards it) until the client closes its side, and abort after ``close_timeout``.
         """
+        # The close frame (none if the app had closed already), then the end of the stream.
+        output = self.conn.data_to_send()
+        if output:
+            self.transport.write(b"".join(output))
+            if self.conn.eof_sent and self.transport.can_write_eof():
+                self.transport.write_eof()
         if self.close_sent:
-            return  # called again for every read after the failure
+            return  # the app closed first (its timer runs), or called again for a later read
         assert self.conn.close_sent is not None
         code, reason = self.conn.close_sent.code, self.conn.close_sent.reason
         self.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
-        self.transport.write(b"".join(self.conn.data_to_send()))
-        if self.conn.eof_sent and self.transport.can_write_eof():
-            self.transport.write_eof()
         self.close_sent = True
         if self.read_paused:
             self.read_paused = False

@@ -14,14 +14,19 @@ more input, so the client saw 1006 instead of 1009.
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterator
 from contextlib import ExitStack
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
 from websockets.sync.client import ClientConnection, connect
+from websockets.uri import parse_uri
 
 from gateway.codes import CloseCode
 from tests.gateway.conftest import token_for
@@ -59,8 +64,9 @@ def job_ids(gateway: GatewayServer) -> list[str]:
 class Session:
     """One connection kept across examples; replaced when the gateway closes it as documented."""
 
-    def __init__(self, gateway: GatewayServer) -> None:
+    def __init__(self, gateway: GatewayServer, timeout: float = 10.0) -> None:
         self.gateway = gateway
+        self.timeout = timeout
         self._connections = ExitStack()
         self.connection = self._open()
         self.closes: list[int] = []
@@ -93,7 +99,7 @@ class Session:
 
     def _until_pong(self) -> None:
         while True:
-            text = self.connection.recv(timeout=10)
+            text = self.connection.recv(timeout=self.timeout)
             assert isinstance(text, str), "the gateway sends text frames only"
             frame = json.loads(text)
             assert isinstance(frame, dict) and isinstance(frame.get("op"), str), frame
@@ -182,10 +188,40 @@ def test_random_frames_never_wedge_or_crash_a_connection(
 
 
 def test_the_fuzzer_reaches_a_documented_close(gateway: GatewayServer) -> None:
-    """The harness sees closes: eleven bad frames end a connection with 1008."""
+    """The harness sees closes: eleven bad frames end a connection with 1008, an oversized
+    one with 1009."""
     session = Session(gateway)
     try:
         session.send_batch(["not json"] * 11)
+        session.send_batch([OVERSIZED])
     finally:
         session.close()
-    assert session.closes == [CloseCode.POLICY]
+    assert session.closes == [CloseCode.POLICY, CloseCode.TOO_LARGE]
+
+
+def test_an_oversized_frame_after_the_close_does_not_hold_the_connection_open(
+    gateway: GatewayServer,
+) -> None:
+    """Found by the fuzzer: the gateway closes after the 11th bad frame, and the client's next
+    frame, sent before it saw the close, is oversized. The gateway then waited for its 10 s
+    close timer to end the stream, while the client (which waits for the server to end it)
+    hung. It ends the stream at once now. Sans-I/O client, so the order is exact."""
+    client = ClientProtocol(parse_uri(f"{gateway.ws_url}?token={token_for(OWNER)}"))
+    with socket.create_connection(("127.0.0.1", gateway.port), timeout=5) as sock:
+        client.send_request(client.connect())
+        sock.sendall(b"".join(client.data_to_send()))
+        while client.state is not State.OPEN:
+            client.receive_data(sock.recv(65536))
+            client.events_received()
+        for text in ["not json"] * 11:
+            client.send_text(text.encode())
+        sock.sendall(b"".join(client.data_to_send()))
+        while client.close_rcvd is None:  # read up to the gateway's close frame, not past it
+            client.receive_data(sock.recv(65536))
+            client.events_received()
+        assert client.close_rcvd.code == CloseCode.POLICY
+        oversized = Frame(Opcode.TEXT, b"x" * (FRAME_LIMIT + 1))
+        sock.sendall(oversized.serialize(mask=True))
+        # The gateway ends the stream within the socket timeout (5 s), not after 10 s.
+        while sock.recv(65536):
+            pass
