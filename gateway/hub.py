@@ -41,7 +41,7 @@ from datetime import datetime
 from gateway.broker.base import Broker, MalformedMessage
 from gateway.errors import Forbidden, GatewayError, JobNotFound, TooManySubscriptions
 from gateway.metrics import Metrics
-from gateway.outbox import Outbox, OutboxOverflow
+from gateway.outbox import Outbox
 from gateway.protocol import error_frame
 from gateway.store import JobStore
 from gateway.tasks import TaskGroup
@@ -421,14 +421,9 @@ class Hub:
             if result.error is None or outbox.closed:
                 continue
             logger.warning("scope mine of %s: %s", owner, result.error.message)
-            try:
-                outbox.offer_control(
-                    error_frame(result.error.code, result.error.message, result.job_id)
-                )
-            except OutboxOverflow as exc:
-                # The connection closes itself at its next control frame; nothing more to say.
-                logger.warning("scope mine of %s: client does not read: %s", owner, exc)
-                return
+            outbox.offer_control(
+                error_frame(result.error.code, result.error.message, result.job_id)
+            )
 
     def _offer(self, outbox: Outbox[Snapshot], snapshot: Snapshot) -> None:
         if outbox.owner != snapshot.owner:

@@ -30,11 +30,6 @@ T = TypeVar("T")
 MAX_FINISHED = 1024
 
 
-class OutboxOverflow(Exception):
-    """Unused since the outbox bounds bytes itself (``overflow``); kept until hub.py stops
-    catching it."""
-
-
 class Outbox(Generic[T]):
     __slots__ = (
         "_answer_bytes",
@@ -176,7 +171,14 @@ class Outbox(Generic[T]):
             return False
         self._finished.pop(job_id, None)
         self._seqs[job_id] = seq
+        replaced = self._pending.get(job_id)
         self._pending[job_id] = item
+        size = self._size
+        if size is not None:
+            self._bytes += size(item) - (0 if replaced is None else size(replaced))  # type: ignore[arg-type]
+            if self._max_bytes is not None and self._bytes - self._answer_bytes > self._max_bytes:
+                self._overflowed()
+                return False
         self._wake()
         return True
 

@@ -195,6 +195,14 @@ class FrameWriterProtocol(WebSocketsSansIOProtocol):
         deadline = now + (self.ping_timeout or interval)
         self.ping_timer = self.loop.call_at(deadline, self.send_keepalive_ping)
 
+    def keepalive_timeout(self) -> None:
+        """Nothing heard for a whole timeout: close (1011) and abort after ``close_timeout``.
+
+        uvicorn's plain close would wait for a peer that may never read again to take the bytes.
+        """
+        self.pending_ping_payload = None
+        self.close_now(1011, "keepalive ping timeout")
+
     def handle_connect(self, event: Any) -> None:
         super().handle_connect(event)
         scope = getattr(self, "scope", None)
