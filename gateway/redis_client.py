@@ -6,12 +6,12 @@ for ``SOCKET_TIMEOUT_S`` (1 s) means a frozen server or a stalled network, and i
 closed the pooled socket; a fresh one answers at once), never a timeout: retrying a server that
 does not answer multiplied the wait (5 s timeout x 4 attempts held requests ~20 s).
 
-A timeout alone is not enough under load: each command still waits its own second, one pooled
-connection (or one pipeline of queued commands) after another, so 300 requests at once took up
-to 6-7 s to fail. ``StallAwarePool`` therefore hands out no connection while the last outcome of
-its commands is a timeout (no answer since), for at most ``STALL_MEMORY_S``, after which the next
-command tries again: during a stall requests fail at once, and a timeout on a busy healthy server
-is cleared by the next answer.
+A timeout alone is not enough under load: every caller still waits its own second, and one
+waiting for a pooled connection (all 64 stuck on the silent server) a second more per wave, up
+to the pool's 5 s patience. ``StallAwarePool`` therefore hands out no connection while the last
+outcome of its commands is a timeout (no answer since), for at most ``STALL_MEMORY_S``, after
+which the next commands try again: during a stall requests fail at once, and a timeout on a
+busy, healthy server is cleared by the next answer.
 
 With a ``socket_timeout``, redis-py sends every command under ``asyncio.wait_for``. Before Python
 3.12 ``wait_for`` swallows a cancellation that arrives as the send completes (CPython gh-86296):
