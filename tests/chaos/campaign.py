@@ -184,8 +184,8 @@ class Campaign:
 
     async def run(self) -> CampaignReport:
         began = time.monotonic()
-        await asyncio.to_thread(self._start_servers)
         try:
+            await asyncio.to_thread(self._start_servers)
             return await self._run(began)
         finally:
             await asyncio.to_thread(self._stop_servers)
@@ -227,6 +227,7 @@ class Campaign:
         schedule = self._schedule()
         watching = [asyncio.create_task(w.run(stop_watchers)) for w in self.watchers]
         reading = asyncio.create_task(self._read_http(stop_watchers))
+        driving: asyncio.Task[None] | None = None
         try:
             if not await self._until(self._mine_subscribed, 20.0):
                 raise RuntimeError(f"mine watchers did not subscribe: {self.gateways[0].log()}")
@@ -246,6 +247,9 @@ class Campaign:
             if await self._until(self._all_converged, self.config.final_window_s):
                 final_convergence_s = time.monotonic() - settled
         finally:
+            if driving is not None and not driving.done():  # an error cut the campaign short
+                driving.cancel()
+                await asyncio.gather(driving, return_exceptions=True)
             stop_watchers.set()
             await asyncio.gather(*watching, reading)
             await self._client.aclose()
@@ -349,13 +353,18 @@ class Campaign:
         slots = asyncio.Semaphore(self.config.concurrent_jobs)
         running: set[asyncio.Task[None]] = set()
         number = 0
-        while not stop.is_set():
-            await slots.acquire()
-            task = asyncio.create_task(self._job(number, slots))
-            running.add(task)
-            task.add_done_callback(running.discard)
-            number += 1
-        await asyncio.gather(*running)
+        try:
+            while not stop.is_set():
+                await slots.acquire()
+                task = asyncio.create_task(self._job(number, slots))
+                running.add(task)
+                task.add_done_callback(running.discard)
+                number += 1
+            await asyncio.gather(*running)
+        finally:
+            for task in running:  # only when cancelled: then the jobs go with it
+                task.cancel()
+            await asyncio.gather(*running, return_exceptions=True)
 
     async def _job(self, number: int, slot: asyncio.Semaphore) -> None:
         assert self._client is not None
