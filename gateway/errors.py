@@ -38,6 +38,11 @@ class GatewayError(Exception):
         self.message = message
         self.job_id = job_id
 
+    @property
+    def public_message(self) -> str:
+        """What a client is told (``message`` goes to the log)."""
+        return self.message
+
 
 class BadRequest(GatewayError):
     code = "bad_request"
@@ -129,3 +134,8 @@ class StoreUnavailable(GatewayError):
     code = "store_unavailable"
     status_code = 503
     retryable = True
+
+    @property
+    def public_message(self) -> str:
+        # The driver's message names hosts and ports: it goes to the log, not to the client.
+        return "the job store is unavailable; retry later"

@@ -422,7 +422,7 @@ class Hub:
                 continue
             logger.warning("scope mine of %s: %s", owner, result.error.message)
             outbox.offer_control(
-                error_frame(result.error.code, result.error.message, result.job_id)
+                error_frame(result.error.code, result.error.public_message, result.job_id)
             )
 
     def _offer(self, outbox: Outbox[Snapshot], snapshot: Snapshot) -> None:

@@ -310,7 +310,9 @@ class Connection:
             )
             for job_id, _ in action.jobs:
                 self.protocol.forget(job_id)
-                self.outbox.offer_control(error_frame(exc.code, exc.message, job_id, action.ref))
+                self.outbox.offer_control(
+                    error_frame(exc.code, exc.public_message, job_id, action.ref)
+                )
         else:
             self._report(results, action.ref)
         self.outbox.offer_control(ack_frame(action.ref))
@@ -322,7 +324,7 @@ class Connection:
         except GatewayError as exc:
             logger.warning("subscribe scope mine for %s failed: %s", self.owner, exc)
             self.protocol.watching_mine = False
-            self.outbox.offer_control(error_frame(exc.code, exc.message, ref=action.ref))
+            self.outbox.offer_control(error_frame(exc.code, exc.public_message, ref=action.ref))
         else:
             self._report(results, action.ref)
         self.outbox.offer_control(ack_frame(action.ref))
@@ -332,10 +334,14 @@ class Connection:
             if result.error is not None:
                 self.protocol.forget(result.job_id)
                 code = result.error.code
-                if code not in (ErrorCode.NOT_FOUND, ErrorCode.FORBIDDEN):
+                if code not in (
+                    ErrorCode.NOT_FOUND,
+                    ErrorCode.FORBIDDEN,
+                    ErrorCode.TOO_MANY_SUBSCRIPTIONS,
+                ):
                     code = ErrorCode.BAD_REQUEST
                 self.outbox.offer_control(
-                    error_frame(code, result.error.message, result.job_id, ref)
+                    error_frame(code, result.error.public_message, result.job_id, ref)
                 )
 
     # -- writer --------------------------------------------------------------------------------

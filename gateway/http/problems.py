@@ -15,13 +15,12 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from gateway.errors import GatewayError, StoreUnavailable
+from gateway.errors import GatewayError
 from gateway.http.authn import challenge
 
 logger = logging.getLogger("gateway.http")
 
 RETRY_AFTER_S = 2
-STORE_UNAVAILABLE_DETAIL = "the job store is unavailable; retry later"
 
 
 class ProblemResponse(JSONResponse):
@@ -49,12 +48,7 @@ async def gateway_error(request: Request, exc: Exception) -> Response:
     job_id = exc.job_id or request.path_params.get("id")
     context = (request.method, request.url.path, _owner(request), job_id, exc.code)
     headers: dict[str, str] = {}
-    detail = exc.message
-    if isinstance(exc, StoreUnavailable):
-        logger.error("%s %s owner=%s job=%s: %s: %s", *context, exc.message)
-        # The driver's message names hosts and ports: it goes to the log, not to the client.
-        detail = STORE_UNAVAILABLE_DETAIL
-    elif exc.status_code >= 500:
+    if exc.status_code >= 500:
         logger.error("%s %s owner=%s job=%s: %s: %s", *context, exc.message)
     else:
         logger.info("%s %s owner=%s job=%s: %s: %s", *context, exc.message)
@@ -63,7 +57,7 @@ async def gateway_error(request: Request, exc: Exception) -> Response:
     if exc.status_code == 401:
         given = getattr(request.state, "auth_challenge", None)
         headers["WWW-Authenticate"] = given if isinstance(given, str) else challenge()
-    return problem(exc.status_code, detail, exc.code, headers)
+    return problem(exc.status_code, exc.public_message, exc.code, headers)
 
 
 # Codes of answers that no GatewayError raises: routing (404, 405), the body limit before the

@@ -100,6 +100,8 @@ async def test_a_frozen_redis_is_503_within_the_bound_and_readyz_names_no_addres
                     ("error", "store_unavailable"),
                     ("ack", None),
                 ]
+                # The driver's message (host, port) goes to the log, never to a client.
+                assert frames[0]["message"] == "the job store is unavailable; retry later"
             print(
                 "answer times while Redis is frozen:", {k: round(v, 2) for k, v in timings.items()}
             )
