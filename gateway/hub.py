@@ -182,6 +182,9 @@ class Hub:
         # Work to retry on the next tick, and jobs with a check in flight.
         self._resync_all = False
         self._retry_jobs: set[str] = set()
+        # Counts broker reconnects: a watch that overlapped one may have read the store before a
+        # change that the reconnect's resync, which only covers watchers, did not see.
+        self._reconnects = 0
         self._retry_owners: set[str] = set()
         # Jobs with a check in flight, and whether it was asked for again meanwhile (a message
         # it may have read the store too early for): then it runs once more.
@@ -223,15 +226,21 @@ class Hub:
         ids = [job_id for job_id, _ in jobs]
         for job_id in ids:
             self._begin_check(job_id)
+        reconnects = self._reconnects
         try:
             # Subscribe first, then read: a change between the two arrives on the channel and is
             # remembered in ``_heard`` while the owner is checked.
             await self.broker.watch_jobs(ids)
             raws = await self.store.snapshots(ids)
-            return [
+            results = [
                 self._admit(outbox, owner, job_id, seq, raw)
                 for (job_id, seq), raw in zip(jobs, raws, strict=True)
             ]
+            if self._reconnects != reconnects:
+                for result in results:
+                    if result.error is None and result.job_id in self._watchers:
+                        self._check_soon(result.job_id)
+            return results
         finally:
             self._end_checks(ids)
 
@@ -472,6 +481,7 @@ class Hub:
 
     async def on_reconnect(self) -> None:
         """The broker (re)subscribed: what was published meanwhile is gone; read the store."""
+        self._reconnects += 1
         self._resync_all = True
         self._retry_owners.update(self._owner_watchers)
         await self._retry()
