@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from tests.gateway.conftest import token_for
-from tests.support.gateway_server import GatewayServer
+from tests.support.gateway_server import GatewayServer, embedded_gateway
 from tests.support.http import assert_problem, bearer
 from tests.support.redis_server import wait_until
 from tests.support.ws_client import WsClient
@@ -20,11 +20,8 @@ FORGED = "2026-12-03 12:00:00,000 ERROR gateway: forged"
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
-    directory = tmp_path_factory.mktemp("logs")
-    server = GatewayServer(f"sqlite:///{directory / 'jobs.db'}", directory / "gateway.log")
-    server.start()
-    yield server
-    server.stop()
+    with embedded_gateway(tmp_path_factory.mktemp("logs")) as server:
+        yield server
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from websockets.exceptions import ConnectionClosed
 
 from gateway.auth import issue_token
 from gateway.jsonlimits import MAX_DEPTH
-from tests.support.gateway_server import SECRET, GatewayServer
+from tests.support.gateway_server import SECRET, GatewayServer, embedded_gateway
 from tests.support.http import assert_problem, bearer
 from tests.support.ws_client import WsClient
 from workers import ProgressClient
@@ -43,11 +43,8 @@ HOSTILE_DOCUMENTS = {
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
-    directory = tmp_path_factory.mktemp("malformed")
-    server = GatewayServer(f"sqlite:///{directory / 'jobs.db'}", directory / "gateway.log")
-    server.start()
-    yield server
-    server.stop()
+    with embedded_gateway(tmp_path_factory.mktemp("malformed")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

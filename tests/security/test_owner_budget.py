@@ -20,7 +20,7 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.gateway.conftest import token_for
 from tests.support.contract import eventually
-from tests.support.gateway_server import GatewayServer
+from tests.support.gateway_server import GatewayServer, embedded_gateway
 from tests.support.http import api_client, assert_problem, bearer, eventually_metric, metric
 from tests.support.ws_client import WsClient
 from workers import ProgressClient
@@ -31,16 +31,10 @@ TRANSPORTS = ("ws", "sse", "long_poll")
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
-    directory = tmp_path_factory.mktemp("budget")
-    server = GatewayServer(
-        f"sqlite:///{directory / 'jobs.db'}",
-        directory / "gateway.log",
-        max_connections_per_owner=str(LIMIT),
-        body_timeout_s="3",
-    )
-    server.start()
-    yield server
-    server.stop()
+    with embedded_gateway(
+        tmp_path_factory.mktemp("budget"), max_connections_per_owner=str(LIMIT), body_timeout_s="3"
+    ) as server:
+        yield server
 
 
 @pytest.fixture

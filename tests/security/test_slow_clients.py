@@ -19,7 +19,7 @@ import pytest
 
 from tests.gateway.conftest import token_for
 from tests.support.contract import eventually
-from tests.support.gateway_server import GatewayServer
+from tests.support.gateway_server import GatewayServer, embedded_gateway
 from tests.support.http import api_client, metric
 
 HEADER_TIMEOUT_S = 2.0
@@ -31,16 +31,12 @@ DRIP_EVERY_S = 0.2
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
-    directory = tmp_path_factory.mktemp("slow")
-    server = GatewayServer(
-        f"sqlite:///{directory / 'jobs.db'}",
-        directory / "gateway.log",
+    with embedded_gateway(
+        tmp_path_factory.mktemp("slow"),
         header_timeout_s=str(HEADER_TIMEOUT_S),
         body_timeout_s=str(BODY_TIMEOUT_S),
-    )
-    server.start()
-    yield server
-    server.stop()
+    ) as server:
+        yield server
 
 
 @pytest.fixture

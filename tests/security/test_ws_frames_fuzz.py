@@ -30,7 +30,7 @@ from websockets.uri import parse_uri
 
 from gateway.codes import CloseCode
 from tests.gateway.conftest import token_for
-from tests.support.gateway_server import GatewayServer
+from tests.support.gateway_server import GatewayServer, embedded_gateway
 from workers import ProgressClient
 
 OWNER = "fuzzer"
@@ -42,11 +42,8 @@ OVERSIZED = "<oversized>"
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayServer]:
-    directory = tmp_path_factory.mktemp("fuzz")
-    server = GatewayServer(f"sqlite:///{directory / 'jobs.db'}", directory / "gateway.log")
-    server.start()
-    yield server
-    server.stop()
+    with embedded_gateway(tmp_path_factory.mktemp("fuzz")) as server:
+        yield server
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,8 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -95,3 +97,16 @@ class GatewayServer:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
+
+
+@contextmanager
+def embedded_gateway(directory: Path, **settings: str) -> Iterator[GatewayServer]:
+    """A started gateway on its own SQLite file in ``directory``, stopped on exit."""
+    server = GatewayServer(
+        f"sqlite:///{directory / 'jobs.db'}", directory / "gateway.log", **settings
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
