@@ -338,7 +338,7 @@ class Campaign:
         else:
             record.lagging = [
                 f"{watcher.name} job {job_id}: has {watcher.seq(job_id)}, store had {seq};"
-                f" session {len(watcher.sessions) - 1}: {watcher.trace(job_id)[-6:]}"
+                f" {len(watcher.sessions)} sessions; {watcher.trace(job_id)[-3:]}"
                 for watcher, job_id, seq in targets
                 if watcher.seq(job_id) < seq
             ][:5]

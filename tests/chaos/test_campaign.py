@@ -20,9 +20,13 @@ CONVERGENCE_BOUND_S = 10.0
 
 
 @pytest.mark.timeout(240)
-async def test_short_campaign_loses_nothing(tmp_path: Path) -> None:
-    logging.getLogger("tests.chaos").setLevel(logging.INFO)
-    config = CampaignConfig(faults=2 * len(FAULT_KINDS), seed=11)
+async def test_short_campaign_loses_nothing(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="tests.chaos")  # each fault, shown on failure
+    config = CampaignConfig(
+        faults=2 * len(FAULT_KINDS), seed=11, converge_limit_s=2 * CONVERGENCE_BOUND_S
+    )
     report = await Campaign(config, tmp_path).run()
     print(report.summary())  # shown with -s
     problems = report.problems()

@@ -31,7 +31,7 @@ logger = logging.getLogger("tests.chaos.watchers")
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 RETRY_S = 0.5  # before asking again after a retryable error (store_unavailable)
 SUBSCRIBE_BATCH = 100
-TRACE_LENGTH = 400
+TRACE_LENGTH = 12
 
 Frame = dict[str, Any]
 
@@ -67,14 +67,18 @@ class Session:
     closed_at: float | None = None
     seqs: dict[str, int] = field(default_factory=dict)
     terminals: dict[str, int] = field(default_factory=dict)
-    # What was sent and answered (subscribes, errors, acks), newest last, for diagnosis.
-    trace: deque[str] = field(default_factory=lambda: deque(maxlen=TRACE_LENGTH))
+    # Per job, what was sent and answered (subscribes, updates, errors), newest last, and the
+    # acks: enough to tell a lost subscribe from a lost update when a fault does not converge.
+    trace: dict[str, deque[str]] = field(default_factory=dict)
+    acks: deque[str] = field(default_factory=lambda: deque(maxlen=TRACE_LENGTH))
 
-    def note(self, event: str) -> None:
-        self.trace.append(f"{time.monotonic():.2f} {event}")
+    def note(self, job_ids: list[str], event: str) -> None:
+        line = f"{time.monotonic():.2f} {event}"
+        for job_id in job_ids:
+            self.trace.setdefault(job_id, deque(maxlen=TRACE_LENGTH)).append(line)
 
     def about(self, job_id: str) -> list[str]:
-        return [event for event in self.trace if job_id in event or "all" in event]
+        return list(self.trace.get(job_id, ()))
 
     def open_at(self, moment: float) -> bool:
         return self.opened_at <= moment and (self.closed_at is None or moment < self.closed_at)
@@ -116,8 +120,12 @@ class Watcher:
             self._wake.set()
 
     def trace(self, job_id: str) -> list[str]:
-        """What the current session sent and got about ``job_id``."""
-        return self.sessions[-1].about(job_id) if self.sessions else []
+        """What each session sent and got about ``job_id`` (sessions without any left out)."""
+        return [
+            f"session {session.number}: {events}"
+            for session in self.sessions
+            if (events := session.about(job_id))
+        ]
 
     def seq(self, job_id: str) -> int:
         return int(self.latest[job_id]["seq"]) if job_id in self.latest else 0
@@ -201,7 +209,8 @@ class Watcher:
                     for job_id in pending[start : start + SUBSCRIBE_BATCH]
                 ]
                 await connection.send(json.dumps({"op": "subscribe", "ref": "ids", "jobs": jobs}))
-                session.note(f"sent subscribe {jobs}")
+                batch = pending[start : start + SUBSCRIBE_BATCH]
+                session.note(batch, f"sent subscribe ({len(batch)} jobs)")
 
     async def _retry_later(self, error: Frame) -> None:
         """Send again what a retryable error answered: one job, ``mine``, or the whole frame."""
@@ -246,13 +255,13 @@ class Watcher:
             if op == "update":
                 self._on_update(frame, session)
             elif op == "ack" and frame.get("ref") != "mine":
-                session.note(f"ack {frame.get('ref')} (all before it answered)")
+                session.acks.append(f"{time.monotonic():.2f} ack {frame.get('ref')}")
             elif op == "ack" and frame.get("ref") == "mine":
                 if not session.mine_refused and session.mine_since is None:
                     session.mine_since = time.monotonic()
                 session.mine_refused = False
             elif op == "error":
-                session.note(f"error {frame}")
+                session.note([frame.get("job_id") or "-"], f"error {frame}")
                 session.mine_refused = frame.get("ref") == "mine"
                 if self._on_error(frame):
                     task = asyncio.create_task(self._retry_later(frame))
@@ -269,7 +278,7 @@ class Watcher:
         if previous is not None and seq <= previous and not reset:
             self.violations.seq_regressions.append(f"{where}: seq {previous} then {seq}")
         session.seqs[job_id] = seq
-        session.note(f"update {job_id} seq {seq}{' reset' if reset else ''}")
+        session.note([job_id], f"update seq {seq}{' reset' if reset else ''}")
         if job["owner"] != self.owner:
             self.violations.foreign.append(f"{where}: owner {job['owner']}")
         if job["status"] in TERMINAL:
