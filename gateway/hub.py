@@ -17,7 +17,7 @@ it delivered with the store
   created during the gap is adopted from the owner's index);
 - when a job's channel carries a ``seq`` below the one delivered (a late message, or a store that
   went back after a failover or a forged message);
-- every ``resync_s``, retrying whatever failed (a reconnect resync, an adopt, a check);
+- every second, retrying whatever failed (a reconnect resync, an adopt, a check);
 - every ``sweep_s``, for all watched jobs and owners, a tick's slice at a time: the safety net,
   rare because idle jobs cost nothing between sweeps.
 
@@ -52,6 +52,8 @@ TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 # A ``scope: mine`` reconciliation adopts finished jobs created this long before the watch began
 # (gateway and store clocks differ a little).
 CLOCK_MARGIN_S = 5.0
+# How soon a failed repair is tried again (at most every ``resync_s``).
+RETRY_S = 1.0
 
 
 class Snapshot:
@@ -162,6 +164,7 @@ class Hub:
         self.broker = broker
         self.metrics = metrics
         self.resync_s = resync_s
+        self._retry_s = min(RETRY_S, resync_s)
         self.sweep_s = sweep_s
         self.max_subscriptions = max_subscriptions
         # Connections allowed to receive each job (owner checked).
@@ -273,7 +276,14 @@ class Hub:
             self._slices[hash(job_id) % self._slice_count].add(job_id)
             self.metrics.channels.set(len(self._watchers))
         elif latest.seq > self._latest[job_id]:
+            # The store is ahead of what this job's watchers got (pub/sub lost it while the
+            # subscriber was away): they get it too, or the next resync would find nothing
+            # missing against the raised seq.
             self._latest[job_id] = latest.seq
+            for other in list(watchers):
+                self._offer(other, latest)
+            self.metrics.resync_repairs.inc()
+            logger.info("a subscribe found job %s at seq %d: delivered to all", job_id, latest.seq)
         if outbox not in watchers:
             watchers.add(outbox)
             outbox.track(job_id)
@@ -288,7 +298,7 @@ class Hub:
                 outbox.set_known_seq(job_id, seq)
             self._offer(outbox, latest)
         if latest.terminal:
-            self._release(outbox, job_id)
+            self._finished(job_id)  # every watcher has the terminal snapshot now
         return WatchResult(job_id, snapshot=latest)
 
     def _begin_check(self, job_id: str) -> None:
@@ -422,7 +432,7 @@ class Hub:
                 "could not watch %d new jobs of %s (retrying in %.1fs): %s",
                 len(wanted),
                 owner,
-                self.resync_s,
+                self._retry_s,
                 exc,
             )
             return
@@ -562,7 +572,7 @@ class Hub:
         except GatewayError as exc:
             self._retry_jobs.add(job_id)
             logger.warning(
-                "check of job %s failed, retrying in %.1fs: %s", job_id, self.resync_s, exc
+                "check of job %s failed, retrying in %.1fs: %s", job_id, self._retry_s, exc
             )
         finally:
             del self._checks_in_flight[job_id]
@@ -612,13 +622,22 @@ class Hub:
                 await self.reconcile_owner(owner)
                 self._retry_owners.discard(owner)
         except GatewayError as exc:
-            logger.warning("resync failed, retrying in %.1fs: %s", self.resync_s, exc)
+            logger.warning("resync failed, retrying in %.1fs: %s", self._retry_s, exc)
 
     async def _maintain(self) -> None:
-        """Every ``resync_s``: retry what failed, then sweep one slice of jobs and owners."""
+        """Retry what failed every second (the store may be back); every ``resync_s`` sweep one
+        slice of jobs and owners."""
+        loop = asyncio.get_running_loop()
+        step = self._retry_s
+        next_sweep = loop.time() + self.resync_s
         tick = 0
         while True:
-            await asyncio.sleep(self.resync_s)
+            await asyncio.sleep(step)
+            if loop.time() < next_sweep:
+                if self._resync_all or self._retry_jobs or self._retry_owners:
+                    await self._retry()
+                continue
+            next_sweep = loop.time() + self.resync_s
             tick = (tick + 1) % self._slice_count
             await self._retry()
             jobs = list(self._slices[tick])

@@ -186,7 +186,9 @@ class FrameWriterProtocol(WebSocketsSansIOProtocol):
                 return
             self.pending_ping_payload = None
         due = self.heard_at + interval
-        if now < due:
+        # Heard a moment after the last check (the pong to its ping): ping now rather than arm
+        # one more timer for the round trip's worth of time.
+        if now < due - min(1.0, interval / 10):
             self.ping_timer = self.loop.call_at(due, self.send_keepalive_ping)
             return
         self.pending_ping_payload = PING_PAYLOAD

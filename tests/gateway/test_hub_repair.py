@@ -208,3 +208,35 @@ async def test_idle_watched_jobs_are_not_re_read_every_resync_interval(
     reads = hget_calls() - before
     assert reads < len(jobs), f"{reads} seq reads of {len(jobs)} idle jobs in 4 resync intervals"
     await client.close()
+
+
+async def test_a_subscribe_that_finds_the_store_ahead_brings_every_watcher_along(
+    redis_server: RedisServer, worker: AsyncProgressClient, options: StoreOptions, tmp_path: Path
+) -> None:
+    """Found by the chaos campaign: a subscribe whose store read was ahead of the hub (updates
+    lost while the subscriber was silent) raised the hub's seq and served only itself; the
+    connections already watching stayed behind past the reconnect resync and the sweep."""
+    proxy = FaultProxy(redis_server.port)
+    proxy.start()
+    gateway = GatewayServer(
+        proxy.url, tmp_path / "gateway.log", key_prefix=options.prefix, **SETTINGS
+    )
+    gateway.start()
+    try:
+        job = await worker.create_job(owner="erin", kind="demo")
+        first = await connect(gateway, "erin")
+        await first.subscribe("a", [job.id])
+        assert proxy.silence() == 1  # the gateway's subscriber hears nothing from now on
+        await worker.start(job.id)
+        for step in (1, 2):
+            last = await worker.update(job.id, progress=step * 10)
+        second = await connect(gateway, "erin")
+        frames = await second.subscribe("b", [job.id])
+        assert [f["job"]["seq"] for f in frames if f["op"] == "update"] == [last.seq]
+        seen = await first.wait_for_job(job.id, lambda j: j["seq"] == last.seq, timeout=10)
+        assert seen["progress"] == 20
+        await first.close()
+        await second.close()
+    finally:
+        gateway.stop()
+        proxy.close()
