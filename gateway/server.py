@@ -61,7 +61,8 @@ def uvicorn_config(app: Starlette, settings: Settings, log_level: str) -> uvicor
         # Per-message deflate costs ~50 KiB and CPU per connection for ~300-byte frames.
         ws_per_message_deflate=False,
         ws_max_size=settings.max_frame_bytes,
-        ws_ping_interval=settings.ws_heartbeat_s,
+        # None: no server pings (see FrameWriterProtocol.connection_made for dead peers).
+        ws_ping_interval=settings.ws_ping_s or None,
         ws_ping_timeout=settings.ws_heartbeat_s,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         # httptools with a deadline on request headers (slow clients); the body's is BodyLimit's.

@@ -67,7 +67,11 @@ class Settings(BaseSettings):
     probe_s: float = Field(default=1.0, gt=0, le=3600)
     drain_s: float = Field(default=10.0, ge=0, le=600)
     auth_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # Clients ping every ``ws_heartbeat_s`` (told in ``ready``); dead peers are found by TCP
+    # keepalive after as long. Server WebSocket pings, to a peer silent for ``ws_ping_s``, only
+    # keep idle connections open through proxies: 0 (default) sends none.
     ws_heartbeat_s: float = Field(default=20.0, gt=0, le=3600)
+    ws_ping_s: float = Field(default=0.0, ge=0, le=3600)
     max_frame_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     max_subscriptions: int = Field(default=1000, ge=1, le=100_000)
     max_connections_per_owner: int = Field(default=50, ge=1, le=100_000)

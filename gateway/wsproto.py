@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 from typing import Any, cast
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
@@ -29,6 +30,17 @@ EXTENSION = "pgw.write_frame"
 PING_PAYLOAD = b"pgw!"
 PING_FRAME = bytes((0x89, len(PING_PAYLOAD))) + PING_PAYLOAD
 CLOSE_EXTENSION = "pgw.close_now"
+
+
+def enable_tcp_keepalive(sock: Any, idle_s: float) -> None:
+    """Probe after ``idle_s`` of silence, then every quarter of it; four misses close it."""
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    if hasattr(socket, "TCP_KEEPIDLE"):  # Linux; elsewhere the system's defaults apply
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, max(1, int(idle_s)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, max(1, int(idle_s / 4)))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, 4)
 
 
 class ReceiveQueue:
@@ -148,6 +160,18 @@ class FrameWriterProtocol(WebSocketsSansIOProtocol):
         super().__init__(*args, **kwargs)
         self.queue = ReceiveQueue()  # type: ignore[assignment]
         self.writable = WritableFlag()  # type: ignore[assignment]
+
+    def connection_made(self, transport: Any) -> None:
+        """Dead peers are found by the kernel: TCP keepalive probes a connection idle for one
+        heartbeat and drops it after four unanswered probes, without waking this process.
+
+        A WebSocket ping per connection per interval costs ~60 µs of the gateway's CPU (a
+        loopback send and the pong's read and parse): 1.5 % of a core for 5,000 idle
+        connections at 20 s. Server pings remain for proxies that close idle connections
+        (``GATEWAY_WS_PING_S``); browsers keep theirs alive with ``{"op":"ping"}``.
+        """
+        super().connection_made(transport)
+        enable_tcp_keepalive(transport.get_extra_info("socket"), self.ping_timeout or 20.0)
 
     def start_keepalive(self) -> None:
         """First check at a random point in the second half of the interval, not at exactly one.

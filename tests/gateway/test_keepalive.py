@@ -1,5 +1,7 @@
-"""Server keepalive: a quiet peer is pinged and closed if it never answers; a talking one is not
-pinged at all (its own frames prove it alive). Raw sockets, so every ping frame is visible."""
+"""Keepalive. By default the kernel finds dead peers (TCP keepalive) and the server sends no
+WebSocket ping; with ``GATEWAY_WS_PING_S`` a quiet peer is pinged and closed if it never answers,
+and a talking one is not pinged at all (its own frames prove it alive). Raw sockets, so every
+ping frame is visible."""
 
 from __future__ import annotations
 
@@ -14,21 +16,24 @@ from pathlib import Path
 import pytest
 
 from gateway.auth import issue_token
-from tests.support.gateway_server import SECRET, GatewayServer
+from tests.support.gateway_server import SECRET, GatewayServer, embedded_gateway
 
 HEARTBEAT_S = 1.0
 
 
 @pytest.fixture
 def gateway(tmp_path: Path) -> Iterator[GatewayServer]:
-    server = GatewayServer(
-        f"sqlite:///{tmp_path / 'jobs.db'}",
-        tmp_path / "gateway.log",
-        ws_heartbeat_s=str(HEARTBEAT_S),
-    )
-    server.start()
-    yield server
-    server.stop()
+    with embedded_gateway(
+        tmp_path, ws_heartbeat_s=str(HEARTBEAT_S), ws_ping_s=str(HEARTBEAT_S)
+    ) as server:
+        yield server
+
+
+@pytest.fixture
+def quiet_gateway(tmp_path: Path) -> Iterator[GatewayServer]:
+    """The defaults, with a short heartbeat: no server pings."""
+    with embedded_gateway(tmp_path, ws_heartbeat_s=str(HEARTBEAT_S)) as server:
+        yield server
 
 
 class RawWebSocket:
@@ -138,3 +143,39 @@ def test_a_peer_that_talks_is_not_pinged_and_one_that_answers_stays(
         answerer.close()
     assert pings_to_talker == 0
     assert answered >= 2  # pinged every interval, answered, never closed
+
+
+def keepalive_timer_active(server_port: int, client_port: int) -> bool:
+    """The kernel's view of the gateway's end of the connection: ``tr`` 2 is the keepalive
+    timer (``/proc/net/tcp``, Linux)."""
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            next(rows)
+            for row in rows:
+                fields = row.split()
+                local, remote, timer = fields[1], fields[2], fields[5]
+                if (
+                    int(local.rsplit(":", 1)[1], 16) == server_port
+                    and int(remote.rsplit(":", 1)[1], 16) == client_port
+                ):
+                    return timer.startswith("02:")
+    raise AssertionError(f"no socket {server_port} <- {client_port} in /proc/net/tcp")
+
+
+def test_by_default_the_kernel_probes_a_quiet_peer_and_the_server_never_pings(
+    quiet_gateway: GatewayServer,
+) -> None:
+    client = RawWebSocket(quiet_gateway.port, issue_token(SECRET, "alice", 600))
+    client_port = client.sock.getsockname()[1]
+    try:
+        opcodes = []
+        deadline = time.monotonic() + 3 * HEARTBEAT_S
+        try:
+            while True:
+                opcodes.append(client.frame(deadline)[0])
+        except TimeoutError:
+            pass
+        assert 0x9 not in opcodes and 0x8 not in opcodes, opcodes
+        assert keepalive_timer_active(quiet_gateway.port, client_port)
+    finally:
+        client.close()
