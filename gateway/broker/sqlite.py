@@ -91,8 +91,10 @@ class SqliteBroker:
             try:
                 raws = await self._store.snapshots(wanted)
             except StoreUnavailable as exc:
+                # Treated as a gap in the feed: the next batch read runs the reconnect resync.
+                self._connected = False
                 logger.warning("snapshots of %d changed jobs unreadable: %s", len(wanted), exc)
-                continue  # the periodic resync delivers them
+                continue
             created_ids = set(created)
             for job_id, raw in zip(wanted, raws, strict=True):
                 if raw is None:
@@ -106,5 +108,5 @@ class SqliteBroker:
                     logger.error("dropped a malformed snapshot of job %s: %s", job_id, exc)
                 except Exception:
                     # A bug: ending this task would stop every delivery while /readyz says
-                    # ready. The periodic resync delivers the job later.
+                    # ready. The sweep delivers the job later.
                     logger.exception("delivering job %s failed", job_id)
