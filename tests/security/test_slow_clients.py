@@ -90,11 +90,11 @@ async def dribble(port: int, head: bytes, drip: bytes) -> Outcome:
 
 
 def answered_408(outcomes: list[Outcome]) -> None:
-    """Every answer is a 408 problem that closes the connection. A connection may see a reset
-    instead of the answer: the server closes while the client's next byte is in flight, and TCP
-    then discards what the client had not read yet; most get the answer."""
+    """Every answer is a 408 problem that closes the connection. A dribbling connection may see
+    a reset instead of the answer: the server closes while the client's next byte is in flight,
+    and TCP then discards what the client had not read yet (how many do is timing, 19 to 50 of
+    50 seen); a client that stopped sending always gets it (``stalled`` below)."""
     answers = [outcome.received for outcome in outcomes if outcome.received]
-    assert len(answers) >= len(outcomes) // 2, f"{len(answers)} of {len(outcomes)} answered"
     for received in answers:
         head, _, body = received.partition(b"\r\n\r\n")
         assert head.startswith(b"HTTP/1.1 408 "), head
@@ -116,12 +116,14 @@ async def test_clients_dribbling_headers_are_answered_408_and_closed(
     head = b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n"
     outcomes = await asyncio.gather(
         *(dribble(gateway.port, head, b"X-Slow: yes\r\n") for _ in range(100)),
+        dribble(gateway.port, head, b""),  # sends part of its headers, then stops
         dribble(gateway.port, b"", b""),  # connects and never sends a byte
     )
     for outcome in outcomes[:-1]:
         within_bound(outcome, HEADER_TIMEOUT_S)
     answered_408(outcomes[:-1])
-    silent = outcomes[-1]
+    stalled, silent = outcomes[-2:]
+    assert stalled.received, "a client with nothing in flight must get the 408"
     within_bound(silent, HEADER_TIMEOUT_S)
     assert silent.received == b""  # nothing was asked: nothing is answered
     # The gateway still serves everyone else.
@@ -150,13 +152,15 @@ async def test_clients_dribbling_a_body_are_answered_408_and_closed(
         f"Authorization: Bearer {token_for('alice')}\r\nContent-Length: 1000\r\n\r\n"
     ).encode()
     outcomes = await asyncio.gather(
-        *(dribble(gateway.port, head, b'{"kind": "demo"} ') for _ in range(50))
+        *(dribble(gateway.port, head, b'{"kind": "demo"} ') for _ in range(50)),
+        dribble(gateway.port, head + b'{"kind"', b""),  # part of its body, then stops
     )
     for outcome in outcomes:
         within_bound(outcome, BODY_TIMEOUT_S)
     answered_408(outcomes)
+    assert outcomes[-1].received, "a client with nothing in flight must get the 408"
     route = {"route": "/exports", "method": "POST"}
-    assert await metric(client, "pgw_http_requests_total", **route, status="408") >= 50
+    assert await metric(client, "pgw_http_requests_total", **route, status="408") >= 51
     assert await metric(client, "pgw_http_requests_total", **route, status="500") == 0
 
 
