@@ -177,9 +177,7 @@ def gateway_for(
 async def test_b_watchers_see_an_orphaned_job_end_worker_lost(
     store: JobStore, store_url: str, store_options: StoreOptions, tmp_path: Path
 ) -> None:
-    gateway = gateway_for(store_url, store_options, tmp_path, reap_interval_s="0.25")
-    gateway.start()
-    try:
+    with gateway_for(store_url, store_options, tmp_path, reap_interval_s="0.25") as gateway:
         job = await started(store)
         job = await store.apply(job.id, Update.build(progress=25))
         ws = await WsClient.connect(gateway.ws_url, token_for("alice"))
@@ -207,17 +205,13 @@ async def test_b_watchers_see_an_orphaned_job_end_worker_lost(
 
             await eventually(counted, 10, "the finalization to be counted as worker_lost")
         await ws.close()
-    finally:
-        gateway.stop()
 
 
 async def test_b_c_lazy_finalization_in_active_judges_sdk_jobs_on_heartbeat(
     store: JobStore, store_url: str, store_options: StoreOptions, tmp_path: Path
 ) -> None:
     # No reaper sweep after startup for an hour: only GET /exports/active can finalize.
-    gateway = gateway_for(store_url, store_options, tmp_path, reap_interval_s="3600")
-    gateway.start()
-    try:
+    with gateway_for(store_url, store_options, tmp_path, reap_interval_s="3600") as gateway:
         orphan = await started(store)
         cancelling = await started(store)
         await store.apply(cancelling.id, RequestCancel())
@@ -240,5 +234,3 @@ async def test_b_c_lazy_finalization_in_active_judges_sdk_jobs_on_heartbeat(
         assert recent[orphan.id]["status"] == "failed"
         assert recent[orphan.id]["error"]["code"] == "worker_lost"
         assert recent[cancelling.id]["status"] == "cancelled"
-    finally:
-        gateway.stop()

@@ -98,15 +98,18 @@ class GatewayServer:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")[-4000:]
 
+    def __enter__(self) -> GatewayServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
 
 @contextmanager
 def embedded_gateway(directory: Path, **settings: str) -> Iterator[GatewayServer]:
     """A started gateway on its own SQLite file in ``directory``, stopped on exit."""
-    server = GatewayServer(
+    with GatewayServer(
         f"sqlite:///{directory / 'jobs.db'}", directory / "gateway.log", **settings
-    )
-    server.start()
-    try:
+    ) as server:
         yield server
-    finally:
-        server.stop()
