@@ -44,7 +44,7 @@ def serve_traced(dump_dir: Path, argv: list[str]) -> None:
             time.sleep(0.1)
 
     threading.Thread(target=answer_requests, name="tracemalloc-dumps", daemon=True).start()
-    from gateway.cli import main
+    from progress_gateway.cli import main
 
     main(argv)
 
@@ -59,7 +59,7 @@ class TracedGateway(Gateway):
         self.snapshots = 0
 
     def argv(self) -> list[str]:
-        serve = super().argv()[3:]  # after "python -m gateway.cli"
+        serve = super().argv()[3:]  # after "python -m progress_gateway.cli"
         return [sys.executable, str(Path(__file__).resolve()), "_serve", str(self.dump_dir), *serve]
 
     def snapshot(self) -> tracemalloc.Snapshot:

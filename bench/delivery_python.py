@@ -16,13 +16,12 @@ import time
 import types
 from collections.abc import Callable
 
+from progress_gateway.hub import Snapshot
+from progress_gateway.outbox import Outbox
+from progress_gateway.ws import Connection
+from progress_gateway.wsproto import FrameWriterProtocol, WritableFlag
 from websockets.protocol import State
 from websockets.server import ServerProtocol
-
-from gateway.hub import Snapshot
-from gateway.outbox import Outbox
-from gateway.ws import Connection
-from gateway.wsproto import FrameWriterProtocol, WritableFlag
 
 
 class DroppingTransport:

@@ -428,9 +428,17 @@ class Gateway:
         return env
 
     def argv(self) -> list[str]:
-        # ``python -m gateway.cli serve`` is what the ``progress-gateway`` script runs; with
+        # ``python -m progress_gateway.cli serve`` is what the ``progress-gateway`` script runs;
+        # with
         # ``--gateway-src`` the package comes from that directory (e.g. a copy under test).
-        return [sys.executable, "-m", "gateway.cli", "serve", "--log-level", self.log_level]
+        return [
+            sys.executable,
+            "-m",
+            "progress_gateway.cli",
+            "serve",
+            "--log-level",
+            self.log_level,
+        ]
 
     def start(self) -> None:
         with (self.log_dir / "gateway.log").open("ab") as out:
@@ -510,7 +518,7 @@ class Plan:
 
 def make_plan(redis_url: str, n_jobs: int, n_clients: int, tag: str) -> Plan:
     """``n_jobs`` jobs, client ``i`` on job ``i % n_jobs``, one owner (and token) per job."""
-    from gateway.auth import issue_token
+    from progress_gateway.auth import issue_token
 
     jobs = [str(uuid.uuid4()) for _ in range(n_jobs)]
     owners = [f"bench-{tag}-{i}" for i in range(n_jobs)]
@@ -521,9 +529,9 @@ def make_plan(redis_url: str, n_jobs: int, n_clients: int, tag: str) -> Plan:
 
 
 async def _create_jobs(redis_url: str, jobs: list[str], owners: list[str]) -> None:
-    from gateway.models import Create
-    from gateway.store.base import StoreOptions
-    from gateway.store.redis import RedisJobStore
+    from progress_core.models import Create
+    from progress_core.store.base import StoreOptions
+    from progress_core.store.redis import RedisJobStore
 
     store = RedisJobStore.from_url(redis_url, StoreOptions(prefix=PREFIX))
     gate = asyncio.Semaphore(64)  # redis-py 8 pools raise past 100 connections
@@ -546,8 +554,8 @@ def message_filler(redis_url: str, job_id: str, snapshot_bytes: int) -> int:
 
 
 async def _snapshot(redis_url: str, job_id: str) -> str:
-    from gateway.store.base import StoreOptions
-    from gateway.store.redis import RedisJobStore
+    from progress_core.store.base import StoreOptions
+    from progress_core.store.redis import RedisJobStore
 
     store = RedisJobStore.from_url(redis_url, StoreOptions(prefix=PREFIX))
     try:
@@ -654,10 +662,10 @@ class _RawPublisher:
 async def _publisher(redis_url: str, filler: int, inflight: int, mode: str) -> None:
     from datetime import UTC, datetime
 
-    from gateway.errors import GatewayError
-    from gateway.models import Update, format_time
-    from gateway.store.base import StoreOptions
-    from gateway.store.redis import RedisJobStore
+    from progress_core.errors import GatewayError
+    from progress_core.models import Update, format_time
+    from progress_core.store.base import StoreOptions
+    from progress_core.store.redis import RedisJobStore
 
     store = RedisJobStore.from_url(redis_url, StoreOptions(prefix=PREFIX))
     pad = " " + "x" * (filler - 1) if filler > 0 else ""

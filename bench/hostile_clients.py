@@ -31,11 +31,10 @@ from pathlib import Path
 
 import websockets
 from fanout import PREFIX, ROOT, SECRET, Gateway, RedisServer, proc_rss
+from progress_core.store import StoreOptions
+from progress_gateway.auth import issue_token
+from progress_workers import AsyncProgressClient
 from websockets.asyncio.client import ClientConnection
-
-from gateway.auth import issue_token
-from gateway.store import StoreOptions
-from workers import AsyncProgressClient
 
 OWNER = "mallory"
 MIB = 1024 * 1024

@@ -40,12 +40,11 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from progress_core.models import Create, Update
+from progress_core.store.base import JobStore, StoreOptions
+from progress_core.store.redis import RedisJobStore
+from progress_core.store.sqlite import SqliteJobStore
 from redis.exceptions import RedisError
-
-from gateway.models import Create, Update
-from gateway.store.base import JobStore, StoreOptions
-from gateway.store.redis import RedisJobStore
-from gateway.store.sqlite import SqliteJobStore
 
 DEFAULT_UPDATES = {"redis": 50_000, "sqlite": 20_000}
 STAGES = ("download", "transform", "render", "upload", "finalize")

@@ -9,9 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
-
-from gateway.auth import verify_token
-from gateway.errors import Unauthorized
+from progress_core.errors import Unauthorized
+from progress_gateway.auth import verify_token
 
 SCRIPT = Path(sys.executable).parent / "progress-gateway"
 SECRET = "cli-test-secret-" + "q" * 32
@@ -118,7 +117,16 @@ def test_no_command_exits_2_with_usage() -> None:
 
 def test_module_entry_point_matches_the_script() -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "gateway.cli", "token", "--sub", "carol", "--secret", SECRET],
+        [
+            sys.executable,
+            "-m",
+            "progress_gateway.cli",
+            "token",
+            "--sub",
+            "carol",
+            "--secret",
+            SECRET,
+        ],
         capture_output=True,
         text=True,
         timeout=60,

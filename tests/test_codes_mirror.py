@@ -1,11 +1,11 @@
-"""``client-js/src/codes.ts`` mirrors ``gateway/codes.py``: same names, same values."""
+"""``client-js/src/codes.ts`` mirrors ``core/progress_core/codes.py``: same names, same values."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-from gateway.codes import CloseCode, ErrorCode
+from progress_core.codes import CloseCode, ErrorCode
 
 CODES_TS = Path(__file__).resolve().parents[1] / "client-js" / "src" / "codes.ts"
 _ENTRY = re.compile(r'^\s+([A-Z_]+):\s*("?)([\w]+)\2,', re.MULTILINE)
@@ -29,5 +29,5 @@ def test_error_codes_match() -> None:
         for name, value in vars(ErrorCode).items()
         if name.isupper() and isinstance(value, str)
     }
-    assert expected, "gateway.codes.ErrorCode has no codes"
+    assert expected, "progress_core.codes.ErrorCode has no codes"
     assert typescript_table("ErrorCode") == expected

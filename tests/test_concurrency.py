@@ -5,9 +5,10 @@ from __future__ import annotations
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
-from gateway.store import StoreOptions
+from progress_core.store import StoreOptions
+from progress_workers import JobStatus, ProgressClient
+
 from tests.support.worker_processes import hammer_updates, race_to_finish
-from workers import JobStatus, ProgressClient
 
 PROCESSES = 4
 UPDATES_EACH = 200

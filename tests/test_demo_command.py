@@ -22,7 +22,7 @@ def test_demo_serves_a_token_and_runs_a_demo_job_on_the_embedded_store(tmp_path:
     environment.pop("REDIS_URL", None)
     log = (tmp_path / "demo.log").open("wb")
     demo = subprocess.Popen(
-        [sys.executable, "-m", "gateway.cli", "demo", "--port", str(port)],
+        [sys.executable, "-m", "progress_gateway.cli", "demo", "--port", str(port)],
         cwd=tmp_path,  # a bare directory: the embedded store file is created here
         env=environment,
         stdout=log,

@@ -11,9 +11,10 @@ import sys
 import textwrap
 from pathlib import Path
 
-from gateway.store import StoreOptions, open_store
+from progress_core.store import StoreOptions, open_store
+from progress_workers import JobStatus, ProgressClient
+
 from tests.support.redis_server import RedisServer
-from workers import JobStatus, ProgressClient
 
 
 async def _history_seqs(url: str, job_id: str) -> list[int]:
@@ -55,7 +56,7 @@ def test_redis_with_aof_keeps_every_job_and_final_state_through_sigkill(tmp_path
 WRITER = textwrap.dedent(
     """
     import sys
-    from workers import ProgressClient
+    from progress_workers import ProgressClient
     client = ProgressClient.from_url(sys.argv[1])
     job = client.create_job(owner="alice", kind="demo")
     print("job", job.id, flush=True)

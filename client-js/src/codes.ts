@@ -1,7 +1,7 @@
 /**
  * WebSocket close codes and error codes, with the client's reaction beside each.
  *
- * Mirrors `gateway/codes.py`; `tests/test_codes_mirror.py` (Python) and `test/codes.test.ts`
+ * Mirrors `core/progress_core/codes.py`; `tests/test_codes_mirror.py` (Python) and `test/codes.test.ts`
  * compare the two, so keep one `NAME: value, // reaction` entry per line.
  */
 
@@ -44,7 +44,7 @@ export type LocalCloseCode = (typeof LocalCloseCode)[keyof typeof LocalCloseCode
 /** How the client reacts to a close code; see `reactionTo`. */
 export type Reaction = "stop" | "reconnect_now" | "refresh_token" | "back_off" | "back_off_longer";
 
-/** The reconnect rule for each close code, as written beside it in `gateway/codes.py`. */
+/** The reconnect rule for each close code, as written beside it in `core/progress_core/codes.py`. */
 export function reactionTo(code: number): Reaction {
   switch (code) {
     case CloseCode.NORMAL:

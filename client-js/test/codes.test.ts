@@ -14,7 +14,7 @@ function pythonTable(source: string, className: string): Map<string, string> {
   return table;
 }
 
-test("codes.ts mirrors gateway/codes.py", () => {
+test("codes.ts mirrors core/progress_core/codes.py", () => {
   const source = readFileSync(join(REPO_ROOT, "gateway", "codes.py"), "utf8");
   const close = pythonTable(source, "CloseCode");
   const errors = pythonTable(source, "ErrorCode");

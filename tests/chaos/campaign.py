@@ -30,15 +30,15 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
+from progress_core.errors import JobExists, JobFinished, StoreUnavailable
+from progress_core.store import StoreOptions
+from progress_gateway.auth import issue_token
+from progress_workers import AsyncProgressClient
 
-from gateway.auth import issue_token
-from gateway.errors import JobExists, JobFinished, StoreUnavailable
-from gateway.store import StoreOptions
 from tests.chaos.fault_proxy import FaultProxy
 from tests.chaos.watchers import TERMINAL, Violations, Watcher
 from tests.support.gateway_server import SECRET, GatewayServer
 from tests.support.redis_server import RedisServer
-from workers import AsyncProgressClient
 
 logger = logging.getLogger("tests.chaos.campaign")
 

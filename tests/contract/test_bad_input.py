@@ -10,9 +10,8 @@ import uuid
 from collections.abc import Callable
 
 import pytest
-
-from gateway.errors import BadRequest, GatewayError, InvalidJobId, PayloadTooLarge
-from gateway.models import (
+from progress_core.errors import BadRequest, GatewayError, InvalidJobId, PayloadTooLarge
+from progress_core.models import (
     MAX_JSON_BYTES,
     AttachCall,
     Cancel,
@@ -22,7 +21,8 @@ from gateway.models import (
     Succeed,
     Update,
 )
-from gateway.store import JobStore
+from progress_core.store import JobStore
+
 from tests.support.contract import new_job, state
 
 GOOD_ID = str(uuid.uuid4())

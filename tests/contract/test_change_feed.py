@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import cast
 
 import pytest
+from progress_core.errors import JobFinished
+from progress_core.models import Heartbeat, RequestCancel, Start, Succeed, Update
+from progress_core.store import JobStore
+from progress_core.store.sqlite import ChangeRecord, SqliteJobStore
 
-from gateway.errors import JobFinished
-from gateway.models import Heartbeat, RequestCancel, Start, Succeed, Update
-from gateway.store import JobStore
-from gateway.store.sqlite import ChangeRecord, SqliteJobStore
 from tests.support.contract import new_job
 
 pytestmark = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
@@ -23,8 +23,8 @@ pytestmark = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
 REPO = Path(__file__).resolve().parents[2]
 WRITER = """
 import asyncio, sys
-from gateway.models import Create, Succeed, Update
-from gateway.store.sqlite import SqliteJobStore
+from progress_core.models import Create, Succeed, Update
+from progress_core.store.sqlite import SqliteJobStore
 
 async def main() -> None:
     store = SqliteJobStore(sys.argv[1])

@@ -1,4 +1,4 @@
-"""Model-based test: every backend behaves like ``gateway.transitions.apply_change``.
+"""Model-based test: every backend behaves like ``progress_core.transitions.apply_change``.
 
 Hypothesis draws a sequence of changes; each is applied to a fresh job in the store and to a pure
 model (the reference transition function). After every step the store's snapshot must equal the
@@ -14,9 +14,8 @@ from datetime import UTC, datetime
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-
-from gateway.errors import JobFinished
-from gateway.models import (
+from progress_core.errors import JobFinished
+from progress_core.models import (
     ERROR_CODES,
     MAX_MESSAGE_CHARS,
     MAX_STAGE_CHARS,
@@ -32,8 +31,9 @@ from gateway.models import (
     Succeed,
     Update,
 )
-from gateway.store import JobStore, StoreOptions, open_store
-from gateway.transitions import Effect, Outcome, apply_change, create_job
+from progress_core.store import JobStore, StoreOptions, open_store
+from progress_core.transitions import Effect, Outcome, apply_change, create_job
+
 from tests.support.contract import timeline, without_timestamps
 
 # Text the validators accept: any code point but lone surrogates (st.text() never draws those).

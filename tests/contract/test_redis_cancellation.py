@@ -2,7 +2,7 @@
 
 redis-py sends under ``asyncio.wait_for`` when a socket timeout is set; on Python 3.11 a cancel
 that lands as the send completes is swallowed and the task runs on. A worker's heartbeat did
-exactly that and its ``succeed()`` never returned. ``gateway.redis_client`` sends under
+exactly that and its ``succeed()`` never returned. ``progress_core.redis_client`` sends under
 ``asyncio.timeout`` instead.
 """
 
@@ -13,15 +13,15 @@ import random
 
 import pytest
 import redis.asyncio as aioredis
+from progress_core.models import Create
+from progress_core.redis_client import connection_pool, redis_client
+from progress_core.store import StoreOptions
+from progress_core.store.redis import RedisJobStore
+from progress_workers.client import AsyncProgressClient
+from progress_workers.reporter import AsyncReporter
 from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
 
-from gateway.models import Create
-from gateway.redis_client import connection_pool, redis_client
-from gateway.store import StoreOptions
-from gateway.store.redis import RedisJobStore
 from tests.support.redis_server import RedisServer
-from workers.client import AsyncProgressClient
-from workers.reporter import AsyncReporter
 
 TICK_OFFSETS = range(40)
 

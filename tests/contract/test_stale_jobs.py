@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import time
 
-from gateway.models import Fail, Heartbeat, Job, Start, Update
-from gateway.store import JobStore, StoreOptions
-from gateway.store.base import StaleCursor
+from progress_core.models import Fail, Heartbeat, Job, Start, Update
+from progress_core.store import JobStore, StoreOptions
+from progress_core.store.base import StaleCursor
+
 from tests.support.backdate import backdate
 from tests.support.contract import new_job
 

@@ -15,9 +15,8 @@ from typing import cast
 
 import pytest
 import redis.asyncio as aioredis
-
-from gateway.errors import JobExists, JobFinished, JobNotFound
-from gateway.models import (
+from progress_core.errors import JobExists, JobFinished, JobNotFound
+from progress_core.models import (
     AttachCall,
     Cancel,
     Change,
@@ -31,8 +30,9 @@ from gateway.models import (
     Succeed,
     Update,
 )
-from gateway.store import JobStore, StoreOptions, open_store
-from gateway.store.redis import RedisJobStore
+from progress_core.store import JobStore, StoreOptions, open_store
+from progress_core.store.redis import RedisJobStore
+
 from tests.support.contract import (
     clock_passes,
     eventually,

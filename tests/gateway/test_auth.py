@@ -1,4 +1,4 @@
-"""gateway.auth: the round trip, and every way a token must be refused."""
+"""progress_gateway.auth: the round trip, and every way a token must be refused."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import time
 
 import jwt
 import pytest
-
-from gateway.auth import MIN_SECRET_BYTES, Claims, issue_token, verify_token
-from gateway.errors import BadRequest, Unauthorized
+from progress_core.errors import BadRequest, Unauthorized
+from progress_gateway.auth import MIN_SECRET_BYTES, Claims, issue_token, verify_token
 
 SECRET = "s3cret-for-tests-" + "x" * 32
 OTHER_SECRET = "another-secret-" + "y" * 32

@@ -7,15 +7,15 @@ import uuid
 from typing import Any
 
 import httpx
+from progress_gateway.app import create_app
+from progress_gateway.http.openapi import openapi_document
+from progress_gateway.settings import Settings
+from progress_workers import ProgressClient
 from starlette.routing import Route, WebSocketRoute
 
-from gateway.app import create_app
-from gateway.http.openapi import openapi_document
-from gateway.settings import Settings
 from tests.gateway.conftest import token_for
 from tests.support.gateway_server import SECRET, GatewayServer
 from tests.support.http import api_client, assert_problem, bearer, metric
-from workers import ProgressClient
 
 REQUESTS = "pgw_http_requests_total"
 

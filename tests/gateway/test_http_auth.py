@@ -9,12 +9,12 @@ import time
 import uuid
 
 import httpx
+from progress_gateway.auth import issue_token
+from progress_workers import ProgressClient
 
-from gateway.auth import issue_token
 from tests.gateway.conftest import token_for
 from tests.support.gateway_server import SECRET, GatewayServer
 from tests.support.http import api_client, assert_problem, bearer
-from workers import ProgressClient
 
 OTHER_SECRET = "another-secret-" + "y" * 40
 JOB_ROUTES = [

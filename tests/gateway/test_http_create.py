@@ -11,15 +11,15 @@ from typing import Any
 
 import httpx
 import pytest
+from progress_core.store import StoreOptions
+from progress_gateway.executors.local import parse_call_id
+from progress_workers import ProgressClient
 
-from gateway.store import StoreOptions
 from tests.gateway.conftest import token_for
 from tests.support.contract import eventually
 from tests.support.gateway_server import GatewayServer
 from tests.support.http import api_client, assert_problem, bearer, metric
 from tests.support.ws_client import WsClient
-from workers import ProgressClient
-from workers.executors.local import parse_call_id
 
 FAST = {"steps": 5, "step_s": 0}
 
@@ -137,7 +137,7 @@ async def test_cancel_end_to_end(api: httpx.AsyncClient, worker: ProgressClient)
     cancelled = await wait_status(api, "dana", job["id"], {"cancelled", "failed", "succeeded"})
     assert cancelled["status"] == "cancelled"
     # A worker report after the cancellation is refused and changes nothing.
-    from workers import JobFinished
+    from progress_workers import JobFinished
 
     with pytest.raises(JobFinished):
         worker.update(job["id"], progress=99)

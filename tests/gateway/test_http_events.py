@@ -9,7 +9,9 @@ import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from gateway.store import StoreOptions
+from progress_core.store import StoreOptions
+from progress_workers import ProgressClient
+
 from tests.gateway.conftest import token_for
 from tests.support.gateway_server import GatewayServer
 from tests.support.http import (
@@ -21,7 +23,6 @@ from tests.support.http import (
     metric,
     sse_items,
 )
-from workers import ProgressClient
 
 
 def alice() -> dict[str, str]:

@@ -7,11 +7,12 @@ import asyncio
 import json
 from collections.abc import AsyncIterator
 
-from gateway.store import StoreOptions, open_store
+from progress_core.store import StoreOptions, open_store
+from progress_workers import ProgressClient
+
 from tests.gateway.conftest import token_for
 from tests.support.gateway_server import GatewayServer
 from tests.support.http import api_client, assert_problem, bearer, eventually_metric, metric
-from workers import ProgressClient
 
 
 def alice() -> dict[str, str]:

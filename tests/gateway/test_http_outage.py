@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from gateway.store import StoreOptions
+from progress_core.store import StoreOptions
+from progress_workers import ProgressClient
+
 from tests.gateway.conftest import token_for
 from tests.support.contract import eventually
 from tests.support.gateway_server import GatewayServer
 from tests.support.http import api_client, assert_problem, bearer
 from tests.support.redis_server import RedisServer
-from workers import ProgressClient
 
 
 async def test_a_store_outage_is_503_with_retry_after_never_404_and_recovers(

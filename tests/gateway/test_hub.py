@@ -7,14 +7,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-
-from gateway.broker.sqlite import SqliteBroker
-from gateway.hub import Hub, Snapshot
-from gateway.metrics import Metrics
-from gateway.models import Create
-from gateway.outbox import Outbox
-from gateway.store import StoreOptions
-from gateway.store.sqlite import SqliteJobStore
+from progress_core.models import Create
+from progress_core.store import StoreOptions
+from progress_core.store.sqlite import SqliteJobStore
+from progress_gateway.broker.sqlite import SqliteBroker
+from progress_gateway.hub import Hub, Snapshot
+from progress_gateway.metrics import Metrics
+from progress_gateway.outbox import Outbox
 
 JOB_ID = "0b6f7d0e-9c35-4a8e-9d61-5f3c1f0a2b77"
 

@@ -15,15 +15,15 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from progress_core.store import StoreOptions
+from progress_core.store.redis import RedisKeys
+from progress_gateway.auth import issue_token
+from progress_workers import AsyncProgressClient
 
-from gateway.auth import issue_token
-from gateway.store import StoreOptions
-from gateway.store.redis import RedisKeys
 from tests.chaos.fault_proxy import FaultProxy
 from tests.support.gateway_server import SECRET, GatewayServer
 from tests.support.redis_server import RedisServer
 from tests.support.ws_client import WsClient
-from workers import AsyncProgressClient
 
 # The periodic sweep is left at its default (60 s): every repair below must come from detection.
 SETTINGS = {"resync_s": "1", "probe_s": "0.5"}

@@ -1,11 +1,10 @@
-"""``gateway.jsonlimits.loads``: the bounds themselves, without a server."""
+"""``progress_gateway.jsonlimits.loads``: the bounds themselves, without a server."""
 
 from __future__ import annotations
 
 import pytest
-
-from gateway.errors import BadRequest
-from gateway.jsonlimits import MAX_DEPTH, MAX_NUMBER_CHARS, loads
+from progress_core.errors import BadRequest
+from progress_gateway.jsonlimits import MAX_DEPTH, MAX_NUMBER_CHARS, loads
 
 
 def nested(levels: int) -> str:

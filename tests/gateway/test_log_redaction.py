@@ -6,13 +6,12 @@ from __future__ import annotations
 import logging
 
 import pytest
-
-from gateway.log_redaction import SafeRecords
+from progress_gateway.log_redaction import SafeRecords
 
 HANDSHAKE = '%s - "WebSocket %s" [accepted]'
 
 
-def cleaned(msg: str, *args: object, name: str = "gateway.http") -> str:
+def cleaned(msg: str, *args: object, name: str = "progress_gateway.http") -> str:
     record = logging.LogRecord(name, logging.INFO, __file__, 1, msg, args or None, None)
     assert SafeRecords().filter(record)
     return record.getMessage()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.outbox import Outbox
+from progress_gateway.outbox import Outbox
 
 
 async def test_updates_conflate_in_place_and_keep_order() -> None:

@@ -6,11 +6,10 @@ import json
 import uuid
 
 import pytest
-
-from gateway.auth import Claims
-from gateway.codes import CloseCode
-from gateway.errors import Unauthorized
-from gateway.protocol import (
+from progress_core.codes import CloseCode
+from progress_core.errors import Unauthorized
+from progress_gateway.auth import Claims
+from progress_gateway.protocol import (
     Authenticated,
     Close,
     Limits,

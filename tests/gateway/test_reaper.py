@@ -13,20 +13,20 @@ from pathlib import Path
 
 import httpx
 import pytest
+from progress_core.models import Create, Heartbeat, Job, JobStatus, RequestCancel, Start, Update
+from progress_core.store import JobStore, StoreOptions
+from progress_gateway.executors.local import LocalExecutor, process_start_ticks
+from progress_gateway.lifecycle import Lifecycle
+from progress_gateway.metrics import Metrics
+from progress_gateway.reaper import SWEEP_PAGE, FileLeadership, Reaper
+from progress_workers.kinds import KINDS
 
-from gateway.lifecycle import Lifecycle
-from gateway.metrics import Metrics
-from gateway.models import Create, Heartbeat, Job, JobStatus, RequestCancel, Start, Update
-from gateway.reaper import SWEEP_PAGE, FileLeadership, Reaper
-from gateway.store import JobStore, StoreOptions
 from tests.gateway.conftest import token_for
 from tests.support.backdate import backdate
 from tests.support.contract import eventually
 from tests.support.gateway_server import GatewayServer
 from tests.support.http import bearer, metric
 from tests.support.ws_client import WsClient
-from workers.executors.local import LocalExecutor, process_start_ticks
-from workers.kinds import KINDS
 
 STALE_AFTER_S = 30.0
 ORPHAN_AFTER_S = 300.0

@@ -19,10 +19,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from progress_core.models import HistoryEvent
+from progress_core.store import StoreOptions
+from progress_core.store.redis import RedisJobStore
+from progress_workers import JobStatus, ProgressClient
 
-from gateway.models import HistoryEvent
-from gateway.store import StoreOptions
-from gateway.store.redis import RedisJobStore
 from tests.chaos.fault_proxy import FaultProxy
 from tests.gateway.conftest import token_for
 from tests.support.contract import eventually
@@ -30,7 +31,6 @@ from tests.support.gateway_server import GatewayServer
 from tests.support.http import api_client, assert_problem, bearer
 from tests.support.redis_server import RedisServer
 from tests.support.ws_client import WsClient
-from workers import JobStatus, ProgressClient
 
 # The bounds (503 within ~2 s, /readyz within 1 s, silent subscriber replaced within the
 # 5 s resync interval), asserted at twice their value so a loaded CI machine does not flake.
@@ -196,7 +196,7 @@ def test_a_reporter_writes_its_final_state_through_a_frozen_redis(
     assert redis_server.process is not None
     pid = redis_server.process.pid
     retrying = _Seen("final state of job")
-    logging.getLogger("workers.reporter").addHandler(retrying)
+    logging.getLogger("progress_workers.reporter").addHandler(retrying)
 
     def thaw_once_retrying() -> None:
         retrying.event.wait(30)
@@ -215,7 +215,7 @@ def test_a_reporter_writes_its_final_state_through_a_frozen_redis(
             assert retrying.event.is_set()
             done = worker.get(job.id)
     finally:
-        logging.getLogger("workers.reporter").removeHandler(retrying)
+        logging.getLogger("progress_workers.reporter").removeHandler(retrying)
     assert (done.status, done.result) == (JobStatus.SUCCEEDED, {"ok": True})
     statuses = [event.status for event in asyncio.run(history(redis_server.url, job.id))]
     assert statuses.count(JobStatus.SUCCEEDED) == 1, statuses

@@ -11,15 +11,15 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+from progress_core.store import StoreOptions
+from progress_workers import ProgressClient
 from websockets.exceptions import ConnectionClosed
 
-from gateway.store import StoreOptions
 from tests.gateway.conftest import token_for
 from tests.support.gateway_server import GatewayServer
 from tests.support.http import metric
 from tests.support.redis_server import RedisServer, wait_until
 from tests.support.ws_client import WsClient
-from workers import ProgressClient
 
 PREFIX = "res"
 

@@ -9,15 +9,15 @@ from typing import Any
 
 import httpx
 import pytest
+from progress_core.store import StoreOptions
+from progress_gateway.executors.local import parse_call_id, process_start_ticks
 
-from gateway.store import StoreOptions
 from tests.gateway.conftest import token_for
 from tests.support.contract import eventually
 from tests.support.gateway_server import GatewayServer
 from tests.support.http import bearer, metric
 from tests.support.redis_server import RedisServer
 from tests.support.ws_client import WsClient
-from workers.executors.local import parse_call_id, process_start_ticks
 
 LIVELY = {
     "resync_s": "1",

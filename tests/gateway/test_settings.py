@@ -1,4 +1,4 @@
-"""gateway.settings: environment names, defaults, validation and the store it selects."""
+"""progress_gateway.settings: environment names, defaults, validation and the store it selects."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+from progress_core.store import StoreOptions
+from progress_core.store.sqlite import path_from_url
+from progress_gateway.settings import Settings
 from pydantic import ValidationError
 
-from gateway.settings import Settings
-from gateway.store import StoreOptions
-from gateway.store.sqlite import path_from_url
 from tests.support.tls import make_tls_files
 
 SECRET = "k" * 40

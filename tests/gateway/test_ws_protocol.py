@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import websockets
+from progress_gateway.auth import issue_token
+from progress_workers import ProgressClient
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from gateway.auth import issue_token
 from tests.gateway.conftest import token_for
 from tests.support.gateway_server import SECRET, GatewayServer
 from tests.support.redis_server import wait_until
 from tests.support.ws_client import WsClient
-from workers import ProgressClient
 
 GOOD_ORIGIN = "http://app.example"
 

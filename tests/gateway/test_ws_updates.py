@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+from progress_workers import ProgressClient
+
 from tests.gateway.conftest import token_for
 from tests.support.gateway_server import GatewayServer
 from tests.support.ws_client import WsClient
-from workers import ProgressClient
 
 
 async def test_subscriber_sees_progress_and_the_terminal_snapshot(

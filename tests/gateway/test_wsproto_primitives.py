@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-
-from gateway.wsproto import ReceiveQueue, WritableFlag
+from progress_gateway.wsproto import ReceiveQueue, WritableFlag
 
 
 async def test_queue_hands_items_over_in_order_and_wakes_the_reader() -> None:

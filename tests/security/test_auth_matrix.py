@@ -19,15 +19,15 @@ import httpx
 import jwt
 import pytest
 import websockets
+from progress_core.store import StoreOptions
+from progress_gateway.auth import issue_token
+from progress_workers import ProgressClient
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from gateway.auth import issue_token
-from gateway.store import StoreOptions
 from tests.support.gateway_server import SECRET, GatewayServer
 from tests.support.http import assert_problem, bearer
 from tests.support.redis_server import RedisServer
 from tests.support.ws_client import WsClient
-from workers import ProgressClient
 
 OTHER_SECRET = "another-secret-" + "y" * 40
 OWNER, OTHER = "alice", "bob"

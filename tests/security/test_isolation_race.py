@@ -12,12 +12,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from progress_core.store import StoreOptions
+from progress_gateway.auth import issue_token
+from progress_workers import AsyncProgressClient
 
-from gateway.auth import issue_token
-from gateway.store import StoreOptions
 from tests.support.gateway_server import SECRET, GatewayServer
 from tests.support.ws_client import WsClient
-from workers import AsyncProgressClient
 
 ROUNDS_S = 4.0
 BATCH = 20

@@ -8,14 +8,14 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from progress_gateway.auth import issue_token
+from progress_gateway.jsonlimits import MAX_DEPTH
+from progress_workers import ProgressClient
 from websockets.exceptions import ConnectionClosed
 
-from gateway.auth import issue_token
-from gateway.jsonlimits import MAX_DEPTH
 from tests.support.gateway_server import SECRET, GatewayServer, embedded_gateway
 from tests.support.http import assert_problem, bearer
 from tests.support.ws_client import WsClient
-from workers import ProgressClient
 
 UNCLOSED = "[" * 60_000  # under the 64 KiB frame limit, so it reaches the decoder
 DEEP = "[" * 10_000 + "]" * 10_000  # valid JSON, 10,000 levels

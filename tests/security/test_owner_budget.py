@@ -16,6 +16,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from progress_workers import ProgressClient
 from websockets.exceptions import ConnectionClosed
 
 from tests.gateway.conftest import token_for
@@ -23,7 +24,6 @@ from tests.support.contract import eventually
 from tests.support.gateway_server import GatewayServer, embedded_gateway
 from tests.support.http import api_client, assert_problem, bearer, eventually_metric, metric
 from tests.support.ws_client import WsClient
-from workers import ProgressClient
 
 LIMIT = 3
 TRANSPORTS = ("ws", "sse", "long_poll")

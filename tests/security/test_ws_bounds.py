@@ -28,21 +28,21 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from progress_core.codes import CloseCode
+from progress_core.store import StoreOptions
+from progress_gateway.metrics import Metrics
+from progress_gateway.protocol import Limits
+from progress_gateway.ws import Connection
+from progress_workers import ProgressClient
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
-from gateway.codes import CloseCode
-from gateway.metrics import Metrics
-from gateway.protocol import Limits
-from gateway.store import StoreOptions
-from gateway.ws import Connection
 from tests.gateway.conftest import token_for
 from tests.support.contract import eventually
 from tests.support.gateway_server import GatewayServer
 from tests.support.http import metric
 from tests.support.redis_server import RedisServer
 from tests.support.ws_client import WsClient
-from workers import ProgressClient
 
 STALL_S = 1.0
 # The smallest bound the settings allow: 16 KiB.
@@ -316,7 +316,7 @@ async def test_a_writer_that_fails_closes_the_connection_with_1011_and_logs_once
 
     connection = Connection(gateway, receive, sent, close_now=close_now)
     connection.owner = "mallory"
-    with caplog.at_level(logging.ERROR, logger="gateway.ws"):
+    with caplog.at_level(logging.ERROR, logger="progress_gateway.ws"):
         connection.outbox.offer_control('{"op":"pong"}')
         connection.outbox.offer_control('{"op":"error","ref":"\ud800"}')
         connection.outbox.offer_control('{"op":"pong"}')
@@ -324,6 +324,6 @@ async def test_a_writer_that_fails_closes_the_connection_with_1011_and_logs_once
             await closed.wait()
     assert codes == [(CloseCode.INTERNAL_ERROR, "internal error")]
     assert sent.texts == ['{"op":"pong"}']
-    errors = [record for record in caplog.records if record.name == "gateway.ws"]
+    errors = [record for record in caplog.records if record.name == "progress_gateway.ws"]
     assert len(errors) == 1 and "mallory" in errors[0].getMessage()
     assert errors[0].exc_info is not None

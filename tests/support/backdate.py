@@ -14,11 +14,10 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
-
-from gateway.models import Job, format_time
-from gateway.store import StoreOptions
-from gateway.store.redis import RedisKeys
-from gateway.store.sqlite import path_from_url
+from progress_core.models import Job, format_time
+from progress_core.store import StoreOptions
+from progress_core.store.redis import RedisKeys
+from progress_core.store.sqlite import path_from_url
 
 
 async def backdate(

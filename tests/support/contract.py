@@ -7,8 +7,8 @@ import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
-from gateway.models import Create, HistoryEvent, Job
-from gateway.store import JobStore
+from progress_core.models import Create, HistoryEvent, Job
+from progress_core.store import JobStore
 
 TIMESTAMPS = frozenset({"created_at", "updated_at", "heartbeat_at"})
 

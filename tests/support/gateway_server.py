@@ -52,7 +52,7 @@ class GatewayServer:
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gateway.cli", "serve", "--log-level", "info"],
+            [sys.executable, "-m", "progress_gateway.cli", "serve", "--log-level", "info"],
             env=self.environment(),
             cwd=ROOT,
             stdout=log,

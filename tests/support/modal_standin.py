@@ -19,10 +19,10 @@ names, same arguments, the async ``.aio`` forms — and raises the real exceptio
 
 The work is real. ``spawn`` starts a "container": a child process
 (``python -m tests.support.modal_standin <state dir> <call id>``) that runs
-``workers.modal_app.run_input`` — the body of every deployed function — against the test's store,
-killed at the deployed function's timeout as Modal would. The servers' state is a directory of
-files per call id, so any stand-in over the same directory (a restarted gateway) answers for calls
-it did not spawn::
+``progress_workers.modal_app.run_input`` — the body of every deployed function — against the
+test's store, killed at the deployed function's timeout as Modal would. The servers' state is a
+directory of files per call id, so any stand-in over the same directory (a restarted gateway)
+answers for calls it did not spawn::
 
     deployed.json    the deployed functions: environment/app/function → kind, timeout
     <id>.json        the input: app, function, kind, kwargs, store, timeout
@@ -65,8 +65,7 @@ from types import FrameType
 from typing import Generic, TypeVar
 
 import modal.exception
-
-from gateway.store import StoreOptions
+from progress_core.store import StoreOptions
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ENVIRONMENT = "main"
@@ -483,8 +482,8 @@ class _Container:
                 )
 
     def _run_input(self) -> object:
-        from workers.modal_app import run_input
-        from workers.sync import ProgressClient
+        from progress_workers.modal_app import run_input
+        from progress_workers.sync import ProgressClient
 
         def cancelled(signum: int, frame: FrameType | None) -> None:
             raise modal.exception.InputCancellation(CANCELLED_MESSAGE)

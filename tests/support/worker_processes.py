@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from multiprocessing.synchronize import Barrier
 
-from gateway.store import StoreOptions
-from workers import JobFinished, ProgressClient
+from progress_core.store import StoreOptions
+from progress_workers import JobFinished, ProgressClient
 
 
 def hammer_updates(url: str, prefix: str, job_id: str, worker: int, count: int) -> int:

@@ -7,9 +7,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-
-from gateway.store import StoreOptions
-from workers import (
+from progress_core.store import StoreOptions
+from progress_workers import (
     AsyncProgressClient,
     BadRequest,
     JobFinished,

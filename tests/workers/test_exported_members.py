@@ -1,9 +1,9 @@
-import workers
+import progress_workers
 
 
 def test_public_surface_is_pinned() -> None:
     # Adding or removing a public name is an API change: update this list on purpose.
-    assert sorted(workers.__all__) == [
+    assert sorted(progress_workers.__all__) == [
         "AsyncProgressClient",
         "AsyncReporter",
         "BadRequest",
@@ -19,5 +19,5 @@ def test_public_surface_is_pinned() -> None:
         "StoreUnavailable",
         "tracked",
     ]
-    for name in workers.__all__:
-        assert getattr(workers, name) is not None
+    for name in progress_workers.__all__:
+        assert getattr(progress_workers, name) is not None

@@ -9,16 +9,16 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from progress_core.errors import JobFinished, Unprocessable
+from progress_core.models import Job, JobStatus, Update
+from progress_core.store import JobStore, StoreOptions
+from progress_gateway.executors.base import Running, Unknown
+from progress_gateway.executors.local import LocalExecutor, parse_call_id, process_start_ticks
+from progress_gateway.lifecycle import Lifecycle
+from progress_gateway.metrics import Metrics
+from progress_workers.kinds import KINDS
 
-from gateway.errors import JobFinished, Unprocessable
-from gateway.lifecycle import Lifecycle
-from gateway.metrics import Metrics
-from gateway.models import Job, JobStatus, Update
-from gateway.store import JobStore, StoreOptions
 from tests.support.contract import eventually
-from workers.executors.base import Running, Unknown
-from workers.executors.local import LocalExecutor, parse_call_id, process_start_ticks
-from workers.kinds import KINDS
 
 
 def child_environment(store_url: str, options: StoreOptions) -> dict[str, str]:

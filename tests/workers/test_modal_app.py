@@ -10,12 +10,12 @@ from pathlib import Path
 
 import modal
 import pytest
+from progress_core.models import Create, JobStatus
+from progress_core.store import StoreOptions, open_store
+from progress_workers import modal_app
+from progress_workers.kinds import KINDS
 
-from gateway.models import Create, JobStatus
-from gateway.store import StoreOptions, open_store
 from tests.support.redis_server import RedisServer
-from workers import modal_app
-from workers.kinds import KINDS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -28,7 +28,7 @@ def test_importing_the_app_needs_no_credentials_and_does_no_work(tmp_path: Path)
     }
     environment["HOME"] = str(tmp_path)  # no ~/.modal.toml either
     environment["MODAL_CONFIG_PATH"] = str(tmp_path / "absent.toml")
-    script = "import workers.modal_app as m; print(m.app.name)"
+    script = "import progress_workers.modal_app as m; print(m.app.name)"
     completed = subprocess.run(
         [sys.executable, "-W", "error", "-c", script],
         cwd=ROOT,
@@ -53,10 +53,10 @@ def test_every_modal_kind_has_its_function_in_the_app() -> None:
 
 def test_the_image_ships_python_sources_and_the_stores_lua_scripts() -> None:
     ignore = modal_app.SOURCE_IGNORE
-    assert not ignore(Path("gateway/store/lua/apply.lua"))
-    assert not ignore(Path("workers/runner.py"))
+    assert not ignore(Path("core/progress_core/store/lua/apply.lua"))
+    assert not ignore(Path("workers/progress_workers/runner.py"))
     assert ignore(Path("gateway/README.md"))
-    assert (ROOT / "gateway/store/lua/apply.lua").exists()
+    assert (ROOT / "core/progress_core/store/lua/apply.lua").exists()
 
 
 def test_a_function_refuses_to_run_without_the_redis_secret(

@@ -1,6 +1,6 @@
 """The Modal executor against the Modal stand-in: real worker processes, a real store, both
-backends. What runs in the stand-in's "containers" is ``workers.modal_app.run_input``, the body
-of the deployed functions."""
+backends. What runs in the stand-in's "containers" is
+``progress_workers.modal_app.run_input``, the body of the deployed functions."""
 
 from __future__ import annotations
 
@@ -10,19 +10,19 @@ from pathlib import Path
 
 import modal.exception
 import pytest
+from progress_core.errors import ExecutorError, ExecutorUnavailable, JobFinished
+from progress_core.models import Create, Job, JobStatus
+from progress_core.store import JobStore, StoreOptions
+from progress_gateway.executors.base import CallState, Failed, Running, Succeeded, Unknown
+from progress_gateway.executors.modal import ModalExecutor
+from progress_gateway.lifecycle import Lifecycle
+from progress_gateway.metrics import Metrics
+from progress_workers.kinds import KINDS
+from progress_workers.modal_app import APP_NAME
+from progress_workers.sync import ProgressClient
 
-from gateway.errors import ExecutorError, ExecutorUnavailable, JobFinished
-from gateway.lifecycle import Lifecycle
-from gateway.metrics import Metrics
-from gateway.models import Create, Job, JobStatus
-from gateway.store import JobStore, StoreOptions
 from tests.support.contract import eventually
 from tests.support.modal_standin import CANCELLED_MESSAGE, ModalStandIn
-from workers.executors.base import CallState, Failed, Running, Succeeded, Unknown
-from workers.executors.modal import ModalExecutor
-from workers.kinds import KINDS
-from workers.modal_app import APP_NAME
-from workers.sync import ProgressClient
 
 LONG = {"steps": 400, "step_s": 0.05}  # 20 s: long enough to act on while it runs
 
@@ -304,7 +304,7 @@ async def test_start_fails_fast_when_the_app_is_not_deployed(tmp_path: Path) -> 
         await ModalExecutor(APP_NAME, KINDS, sdk=standin).start()
     message = raised.value.message
     assert f"'demo' of app '{APP_NAME}' is not deployed" in message
-    assert "modal deploy workers/modal_app.py" in message
+    assert "modal deploy workers/progress_workers/modal_app.py" in message
     assert isinstance(raised.value.__cause__, modal.exception.NotFoundError)
 
     standin.deploy(APP_NAME, "other", "demo_modal")  # the app exists, the function does not

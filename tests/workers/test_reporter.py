@@ -7,16 +7,16 @@ import time
 from collections.abc import Iterator
 
 import pytest
-
-from gateway.store import StoreOptions
-from tests.support.redis_server import wait_until
-from workers import (
+from progress_core.store import StoreOptions
+from progress_workers import (
     AsyncProgressClient,
     JobFinished,
     JobStatus,
     ProgressClient,
     tracked,
 )
+
+from tests.support.redis_server import wait_until
 
 
 @pytest.fixture

@@ -1,7 +1,7 @@
 /**
  * The worker side, for real: a long-lived Python process that runs `workers.ProgressClient`
  * (the README's Worker SDK) against the test's Redis, one JSON command per line on stdin, one
- * JSON answer per line on stdout. It also mints tokens with `gateway.auth.issue_token` when a
+ * JSON answer per line on stdout. It also mints tokens with `progress_gateway.auth.issue_token` when a
  * test needs one the CLI cannot make (an already expired one), and publishes forged snapshots on
  * a job's channel (`forge`) as a rogue writer with Redis access could.
  */
@@ -15,9 +15,9 @@ import { SECRET, VENV_BIN } from "./processes.js";
 const SCRIPT = `
 import json, os, sys
 import redis
-from gateway.auth import issue_token
-from gateway.store.redis import RedisKeys
-from workers import ProgressClient
+from progress_gateway.auth import issue_token
+from progress_core.store.redis import RedisKeys
+from progress_workers import ProgressClient
 
 pc = ProgressClient.from_env()
 raw = redis.Redis.from_url(os.environ["GATEWAY_REDIS_URL"])

@@ -1,0 +1,321 @@
+"""Modal executor: each job is a call of a function deployed with ``modal deploy``.
+
+The call id is Modal's ``FunctionCall.object_id`` (``fc-…``): any gateway, after any restart, can
+poll or cancel the work with ``FunctionCall.from_id``. Every SDK call uses Modal's async interface
+(``.aio``) and is bounded by ``timeout_s``. The SDK is passed in — the real ``modal`` module by
+default, ``tests/support/modal_standin.py`` in tests — and no ``modal.*`` exception leaves this
+module: failures to reach Modal become ``ExecutorUnavailable``, anything else ``ExecutorError``.
+
+``poll`` reads ``FunctionCall.get(timeout=0)``::
+
+    get(timeout=0) returns or raises                    CallState
+    a value                                             Succeeded(value)
+    TimeoutError (modal.exception.TimeoutError in       Running
+      SDKs that raised that one)
+    OutputExpiredError, NotFoundError, InvalidError,    Unknown          (→ worker_lost)
+      InternalFailure
+    FunctionTimeoutError                                Failed("timeout")
+    InputCancellation, or a RemoteError/ExecutionError  Failed("cancelled")
+      that mentions cancellation
+    ExecutionError, RemoteError, any other exception    Failed("worker_error", the worker's message)
+      (the worker's own, re-raised by the SDK)
+    ConnectionError, ServiceError, AuthError, … or no   raises ExecutorUnavailable: the caller
+      answer within timeout_s                             retries later, never finalizes on it
+
+A worker's own exception is re-raised by ``get`` whatever its class, so one that happens to be a
+``TimeoutError`` or a Modal connectivity error reads as "running" / "unavailable". The worker's
+reporter records the job's failure before the call ends, so this only matters when the store was
+unreachable for the worker too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Mapping
+from types import ModuleType
+from typing import Protocol, cast
+
+from progress_core.errors import ExecutorError, ExecutorUnavailable
+from progress_core.models import Job
+from progress_workers.kinds import JobKind
+from progress_workers.reporter import describe_exception
+from pydantic import JsonValue
+
+from progress_gateway.executors.base import CallState, Failed, Running, Succeeded, Unknown
+
+logger = logging.getLogger("progress_gateway.executors.modal")
+
+DEPLOY_HINT = "deploy it with `modal deploy workers/progress_workers/modal_app.py`"
+CREDENTIALS_HINT = (
+    "set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET (or run `modal token new`) for the gateway"
+)
+
+# Modal's exceptions that mean "Modal could not be reached or would not serve us now" (its
+# TimeoutError: retries of an RPC ran out of time). Looked up by name so that an SDK without one of
+# them still works.
+_OUTAGE_ERRORS = (
+    "ConnectionError",
+    "TimeoutError",
+    "ServiceError",
+    "InternalError",
+    "AuthError",
+    "PermissionDeniedError",
+    "ResourceExhaustedError",
+    "ClientClosed",
+)
+
+
+# -- the SDK surface this executor uses --------------------------------------------------------
+
+
+class _Hydrate(Protocol):
+    def aio(self) -> Awaitable[object]: ...
+
+
+class _Spawn(Protocol):
+    def aio(self, *, job_id: str, params: dict[str, JsonValue]) -> Awaitable[ModalCall]: ...
+
+
+class _Get(Protocol):
+    def aio(self, timeout: float | None = None) -> Awaitable[object]: ...
+
+
+class _Cancel(Protocol):
+    def aio(self) -> Awaitable[object]: ...
+
+
+class ModalFunction(Protocol):
+    @property
+    def hydrate(self) -> _Hydrate: ...
+
+    @property
+    def spawn(self) -> _Spawn: ...
+
+
+class ModalCall(Protocol):
+    @property
+    def object_id(self) -> str: ...
+
+    @property
+    def get(self) -> _Get: ...
+
+    @property
+    def cancel(self) -> _Cancel: ...
+
+
+class _FunctionType(Protocol):
+    def from_name(
+        self, app_name: str, name: str, *, environment_name: str | None = None
+    ) -> ModalFunction: ...
+
+
+class _FunctionCallType(Protocol):
+    def from_id(self, function_call_id: str) -> ModalCall: ...
+
+
+class ModalSDK(Protocol):
+    """What ``ModalExecutor`` uses of the ``modal`` module; a stand-in provides the same."""
+
+    @property
+    def Function(self) -> _FunctionType: ...
+
+    @property
+    def FunctionCall(self) -> _FunctionCallType: ...
+
+    @property
+    def exception(self) -> ModuleType: ...
+
+
+def _import_modal() -> ModalSDK:
+    try:
+        import modal
+    except ImportError as exc:
+        raise ExecutorUnavailable(
+            "the modal executor needs the Modal SDK: pip install 'progress-gateway[modal]'"
+        ) from exc
+    # The module matches ModalSDK; mypy checks Function and FunctionCall but does not count the
+    # submodule ``modal.exception`` (imported by modal itself) as an attribute, hence the cast.
+    return cast(ModalSDK, modal)
+
+
+# -- the executor ------------------------------------------------------------------------------
+
+
+class ModalExecutor:
+    name = "modal"
+
+    def __init__(
+        self,
+        app_name: str,
+        kinds: Mapping[str, JobKind],
+        *,
+        sdk: ModalSDK | None = None,
+        environment_name: str | None = None,
+        timeout_s: float = 30.0,
+    ) -> None:
+        if timeout_s <= 0:
+            raise ValueError("timeout_s must be > 0")
+        self.app_name = app_name
+        self.environment_name = environment_name
+        self.timeout_s = timeout_s
+        self._functions_by_kind: dict[str, str] = {}
+        for kind in kinds.values():
+            if kind.executor != self.name:
+                continue
+            if not kind.modal_function:
+                raise ValueError(f"kind {kind.name!r} runs on modal but names no modal_function")
+            self._functions_by_kind[kind.name] = kind.modal_function
+        self._sdk = sdk if sdk is not None else _import_modal()
+        errors = self._sdk.exception
+        self._errors = errors
+        self._outage: tuple[type[BaseException], ...] = tuple(
+            getattr(errors, name) for name in _OUTAGE_ERRORS if hasattr(errors, name)
+        )
+        self._input_cancellation: type[BaseException] = errors.InputCancellation
+        self._handles: dict[str, ModalFunction] = {}
+
+    # -- Executor --------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Look up and hydrate every deployed function our kinds name; fail fast and clearly."""
+        for function_name in sorted(set(self._functions_by_kind.values())):
+            where = self._where(function_name)
+            try:
+                async with asyncio.timeout(self.timeout_s):
+                    await self._handle(function_name).hydrate.aio()
+            except TimeoutError as exc:
+                raise ExecutorUnavailable(
+                    f"Modal did not answer within {self.timeout_s}s while looking up {where}"
+                ) from exc
+            except self._errors.NotFoundError as exc:
+                raise ExecutorUnavailable(
+                    f"{where} is not deployed ({exc}); {DEPLOY_HINT}"
+                ) from exc
+            except self._errors.AuthError as exc:
+                raise ExecutorUnavailable(
+                    f"no valid Modal credentials to look up {where} ({exc}); {CREDENTIALS_HINT}"
+                ) from exc
+            except Exception as exc:
+                raise self._translate(exc, f"cannot look up {where}") from exc
+            logger.info("modal executor: %s is deployed", where)
+
+    async def spawn(self, job: Job) -> str:
+        function_name = self._functions_by_kind.get(job.kind)
+        if function_name is None:
+            raise ExecutorError(
+                f"kind {job.kind!r} of job {job.id} does not run on the modal executor",
+                job_id=job.id,
+            )
+        where = self._where(function_name)
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                call = await self._handle(function_name).spawn.aio(job_id=job.id, params=job.params)
+                call_id = call.object_id
+        except TimeoutError as exc:
+            # Modal may have accepted the call: its worker then records its own call id, or finds
+            # the job ended and does nothing.
+            raise ExecutorUnavailable(
+                f"Modal did not confirm the spawn of job {job.id} on {where} "
+                f"within {self.timeout_s}s",
+                job_id=job.id,
+            ) from exc
+        except self._errors.NotFoundError as exc:
+            raise ExecutorError(
+                f"cannot spawn job {job.id}: {where} is not deployed ({exc}); {DEPLOY_HINT}",
+                job_id=job.id,
+            ) from exc
+        except Exception as exc:
+            raise self._translate(exc, f"cannot spawn job {job.id} on {where}", job.id) from exc
+        logger.info("job %s spawned on %s as call %s", job.id, where, call_id)
+        return call_id
+
+    async def poll(self, call_id: str) -> CallState:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                try:
+                    value = await self._sdk.FunctionCall.from_id(call_id).get.aio(timeout=0)
+                except self._input_cancellation as exc:
+                    return Failed("cancelled", describe_exception(exc))
+                except Exception as exc:  # noqa: BLE001 - get re-raises the worker's own exception
+                    return self._call_state(call_id, exc)
+        except TimeoutError as exc:
+            raise ExecutorUnavailable(
+                f"Modal did not answer a poll of call {call_id} within {self.timeout_s}s"
+            ) from exc
+        logger.debug("call %s succeeded", call_id)
+        return Succeeded(value)
+
+    async def cancel(self, call_id: str) -> None:
+        try:
+            async with asyncio.timeout(self.timeout_s):
+                await self._sdk.FunctionCall.from_id(call_id).cancel.aio()
+        except TimeoutError as exc:
+            raise ExecutorUnavailable(
+                f"Modal did not confirm the cancellation of call {call_id} within {self.timeout_s}s"
+            ) from exc
+        except self._errors.NotFoundError as exc:
+            # Nothing left to cancel: cancel is idempotent.
+            logger.info("cancel of call %s: Modal does not know it (%s)", call_id, exc)
+            return
+        except Exception as exc:
+            raise self._translate(exc, f"cannot cancel call {call_id}") from exc
+        logger.info("call %s cancelled", call_id)
+
+    async def aclose(self) -> None:
+        # Modal's client is shared by the process and closed with it; only our handles go.
+        self._handles.clear()
+
+    # -- internals -------------------------------------------------------------------------------
+
+    def _where(self, function_name: str) -> str:
+        environment = f" in environment {self.environment_name!r}" if self.environment_name else ""
+        return f"Modal function {function_name!r} of app {self.app_name!r}{environment}"
+
+    def _handle(self, function_name: str) -> ModalFunction:
+        handle = self._handles.get(function_name)
+        if handle is None:
+            # Lazy: no network until hydrate or spawn.
+            handle = self._sdk.Function.from_name(
+                self.app_name, function_name, environment_name=self.environment_name
+            )
+            self._handles[function_name] = handle
+        return handle
+
+    def _translate(self, exc: Exception, what: str, job_id: str | None = None) -> ExecutorError:
+        if isinstance(exc, self._outage):
+            logger.warning("%s: Modal unavailable: %s", what, describe_exception(exc))
+            return ExecutorUnavailable(
+                f"{what}: Modal is unavailable ({describe_exception(exc)})", job_id=job_id
+            )
+        logger.warning("%s: %s", what, describe_exception(exc))
+        return ExecutorError(f"{what}: {describe_exception(exc)}", job_id=job_id)
+
+    def _call_state(self, call_id: str, exc: Exception) -> CallState:
+        errors = self._errors
+        message = describe_exception(exc)
+        state: CallState
+        if isinstance(exc, errors.OutputExpiredError):
+            state = Unknown(f"Modal no longer holds the output of call {call_id} ({message})")
+        elif isinstance(exc, errors.FunctionTimeoutError):
+            state = Failed("timeout", message)
+        elif isinstance(exc, TimeoutError | errors.TimeoutError):
+            # Builtin TimeoutError is how get(timeout=0) says "no output yet"; older SDKs raised
+            # modal.exception.TimeoutError (a different class) for the same thing.
+            state = Running()
+        elif isinstance(exc, self._outage):
+            raise ExecutorUnavailable(
+                f"cannot poll call {call_id}: Modal is unavailable ({message})"
+            ) from exc
+        elif isinstance(exc, errors.NotFoundError | errors.InvalidError):
+            state = Unknown(f"Modal does not know call {call_id} ({message})")
+        elif isinstance(exc, getattr(errors, "InternalFailure", ())):
+            state = Unknown(f"Modal lost call {call_id} to an internal failure ({message})")
+        elif isinstance(exc, errors.RemoteError | errors.ExecutionError) and "cancel" in (
+            message.lower()
+        ):
+            state = Failed("cancelled", message)
+        else:
+            state = Failed("worker_error", message)
+        logger.debug("call %s: %s", call_id, state)
+        return state

@@ -1,0 +1,173 @@
+"""Gateway configuration from ``GATEWAY_*`` environment variables.
+
+``Settings`` is built by the entry point (``cli.py``) and passed down; nothing imports a shared
+instance and nothing reads the environment at import time. Values are checked when the object is
+built, so a bad deployment fails at startup with the variable's name, not on the first request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tempfile
+from pathlib import Path
+from typing import Annotated
+from urllib.parse import urlsplit
+
+from progress_core.config import (
+    DEFAULT_SQLITE_PATH,
+    check_key_prefix,
+    check_redis_url,
+    sqlite_url,
+)
+from progress_core.errors import BadRequest
+from progress_core.store import StoreOptions
+from progress_core.store.base import DEFAULT_HISTORY_MAXLEN, DEFAULT_RETENTION_S
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from redis.asyncio.connection import parse_url
+
+from progress_gateway.auth import check_secret
+from progress_gateway.broker.subscriber import tls_context
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Everything the gateway process needs to start; CLI flags override the environment."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="GATEWAY_",
+        # An empty variable counts as unset, so GATEWAY_REDIS_URL="" falls back to REDIS_URL.
+        env_ignore_empty=True,
+        extra="ignore",
+        # Errors must not echo a secret or a password-bearing URL back into logs.
+        hide_input_in_errors=True,
+        validate_by_name=True,
+        validate_by_alias=True,
+    )
+
+    redis_url: str | None = Field(
+        # repr=False: the URL may carry a password.
+        default=None,
+        validation_alias=AliasChoices("GATEWAY_REDIS_URL", "REDIS_URL"),
+        repr=False,
+    )
+    sqlite_path: Path = DEFAULT_SQLITE_PATH
+    secret: SecretStr | None = None
+    key_prefix: str = "pgw"
+    retention_s: int = Field(default=DEFAULT_RETENTION_S, ge=60)
+    history_maxlen: int = Field(default=DEFAULT_HISTORY_MAXLEN, ge=1)
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+    # Cross-origin browsers allowed for CORS and the WebSocket Origin check; "*" allows any.
+    allowed_origins: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    # Bound on repairing a detected loss (retries, reconnect resync); every watched job is also
+    # re-read once per ``sweep_s`` as a safety net (idle jobs cost nothing in between).
+    resync_s: float = Field(default=5.0, gt=0, le=3600)
+    sweep_s: float = Field(default=60.0, gt=0, le=86400)
+    probe_s: float = Field(default=1.0, gt=0, le=3600)
+    drain_s: float = Field(default=10.0, ge=0, le=600)
+    auth_timeout_s: float = Field(default=10.0, gt=0, le=300)
+    # Clients ping every ``ws_heartbeat_s`` (told in ``ready``); dead peers are found by TCP
+    # keepalive after as long. Server WebSocket pings, to a peer silent for ``ws_ping_s``, only
+    # keep idle connections open through proxies: 0 (default) sends none.
+    ws_heartbeat_s: float = Field(default=20.0, gt=0, le=3600)
+    ws_ping_s: float = Field(default=0.0, ge=0, le=3600)
+    max_frame_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
+    max_subscriptions: int = Field(default=1000, ge=1, le=100_000)
+    max_connections_per_owner: int = Field(default=50, ge=1, le=100_000)
+    # A WebSocket client that does not read is closed with 1008 once frames have waited this
+    # long with nothing accepted by its socket, or once this many bytes of frames wait for it.
+    send_stall_s: float = Field(default=10.0, gt=0, le=3600)
+    max_pending_bytes: int = Field(default=4 * 1024 * 1024, ge=16 * 1024, le=1024**3)
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024, le=64 * 1024 * 1024)
+    # Slow clients (slowloris): the request line and headers, then the body, must arrive within
+    # these, or the connection is closed (408).
+    header_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    body_timeout_s: float = Field(default=30.0, gt=0, le=3600)
+    max_wait_s: float = Field(default=30.0, gt=0, le=300)
+    sse_keepalive_s: float = Field(default=15.0, gt=0, le=300)
+    recent_s: float = Field(default=86400.0, ge=0)
+    # Executors and the reaper (DESIGN §7).
+    worker_heartbeat_s: float = Field(default=10.0, gt=0, le=3600)
+    stale_after_s: float = Field(default=60.0, gt=0)
+    # A job without an executor (created by an app's own worker through the SDK) whose heartbeat
+    # is this old ends failed/worker_lost: nothing else can tell whether its worker is alive.
+    orphan_after_s: float = Field(default=300.0, gt=0)
+    reap_interval_s: float = Field(default=10.0, gt=0, le=3600)
+    local_concurrency: int = Field(default=4, ge=1, le=1024)
+    local_slots_dir: Path | None = None
+    cancel_grace_s: float = Field(default=5.0, ge=0, le=600)
+    modal_app: str | None = None
+    modal_environment: str | None = None
+    # Serve the demo page at / (set by `progress-gateway demo`).
+    demo_page: bool = False
+
+    @model_validator(mode="after")
+    def _check_orphan_after(self) -> Settings:
+        # The reaper and lazy finalization only look at stale jobs; a shorter orphan time would
+        # silently mean the stale one.
+        if self.orphan_after_s < self.stale_after_s:
+            raise ValueError(
+                f"GATEWAY_ORPHAN_AFTER_S ({self.orphan_after_s:g}) must be at least "
+                f"GATEWAY_STALE_AFTER_S ({self.stale_after_s:g})"
+            )
+        return self
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        if urlsplit(check_redis_url(value)).scheme == "rediss":
+            # TLS options are used only when a connection opens: build the subscriber's context
+            # now, so a bad one stops startup instead of leaving the gateway without a subscriber.
+            try:
+                tls_context(parse_url(value))
+            except (ValueError, OSError) as exc:  # ssl.SSLError is an OSError
+                raise ValueError(f"TLS options: {exc}") from None
+        return value
+
+    @field_validator("allowed_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        # GATEWAY_ALLOWED_ORIGINS="https://app.example,https://admin.example"
+        if isinstance(value, str):
+            return [origin.strip() for origin in value.split(",") if origin.strip()]
+        return value
+
+    @field_validator("secret")
+    @classmethod
+    def _check_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            try:
+                check_secret(value.get_secret_value())
+            except BadRequest as exc:
+                raise ValueError(exc.message) from exc
+        return value
+
+    @field_validator("key_prefix")
+    @classmethod
+    def _check_key_prefix(cls, value: str) -> str:
+        return check_key_prefix(value)
+
+    def store_url(self) -> str:
+        """The Redis URL when one is configured, else the embedded SQLite file (absolute)."""
+        if self.redis_url is not None:
+            return self.redis_url
+        return sqlite_url(self.sqlite_path)
+
+    def slots_dir(self) -> Path:
+        """Where local job processes take their concurrency slots: shared by every gateway
+        process of one store on this host, so the bound holds across them and restarts."""
+        if self.local_slots_dir is not None:
+            return self.local_slots_dir
+        digest = hashlib.sha256(f"{self.store_url()}|{self.key_prefix}".encode()).hexdigest()
+        return Path(tempfile.gettempdir()) / f"progress-gateway-slots-{digest[:16]}"
+
+    def store_options(self) -> StoreOptions:
+        return StoreOptions(
+            prefix=self.key_prefix,
+            retention_s=self.retention_s,
+            history_maxlen=self.history_maxlen,
+        )
