@@ -1,5 +1,5 @@
 /**
- * The HTTP API of DESIGN §6 as the client uses it: authenticated requests, one token refresh on
+ * The HTTP API (docs/design.md §6) as the client uses it: authenticated requests, one token refresh on
  * 401, and problem+json bodies turned into `HttpError`.
  */
 

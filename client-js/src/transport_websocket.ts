@@ -1,5 +1,5 @@
 /**
- * One WebSocket connection to `GET /ws` (DESIGN §5): authenticates with an auth frame, keeps
+ * One WebSocket connection to `GET /ws` (docs/protocol.md): authenticates with an auth frame, keeps
  * an application-level heartbeat, parses frames, and reports exactly one `closed` per
  * connection. It never reconnects: the client decides what a close means (`codes.ts`).
  */

@@ -1,5 +1,5 @@
 /**
- * The shapes the client speaks: job snapshots (DESIGN §3), wire frames (§5), connection states
+ * The shapes the client speaks: job snapshots (docs/design.md §3), wire frames (§5), connection states
  * and the typed event map of `ProgressClient`.
  */
 
@@ -164,7 +164,7 @@ export type FetchLike = (input: string, init?: RequestInit) => Promise<Response>
 /** A token, or a function that returns a fresh one (called again after 4401 or HTTP 401). */
 export type TokenProvider = string | (() => string | Promise<string>);
 
-// -- wire frames (DESIGN §5) ----------------------------------------------------------------
+// -- wire frames (docs/design.md §5) ----------------------------------------------------------------
 
 export interface ReadyFrame {
   op: "ready";

@@ -1,4 +1,4 @@
-"""The job snapshot (DESIGN §3) and the changes that can be applied to it.
+"""The job snapshot (docs/design.md §3) and the changes that can be applied to it.
 
 A snapshot is state, not an event: each change yields a complete new snapshot with ``seq`` + 1,
 so any reader can recover by asking for the latest snapshot above the ``seq`` it has.

@@ -1,4 +1,4 @@
-"""The transition rules of DESIGN §3, as one pure function.
+"""The transition rules of docs/design.md §3, as one pure function.
 
 The embedded store applies changes with this function inside a transaction; the Redis store runs
 the same rules in ``store/lua/apply.lua``. The shared contract suite and a model-based property

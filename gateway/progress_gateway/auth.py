@@ -1,4 +1,4 @@
-"""HS256 JWTs that name the job owner (DESIGN §10).
+"""HS256 JWTs that name the job owner (docs/design.md §10).
 
 The app's own backend mints tokens; the gateway only verifies them. ``sub`` is the owner and
 ``exp`` is required, so a token can never outlive its TTL. The algorithm is pinned to HS256 on

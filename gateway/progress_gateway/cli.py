@@ -37,7 +37,7 @@ def add_token(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "token",
         help="mint a development JWT for an owner",
-        description="Print one HS256 token for --sub on stdout (DESIGN §10).",
+        description="Print one HS256 token for --sub on stdout.",
     )
     parser.add_argument("--sub", required=True, help="the owner the token acts for")
     parser.add_argument("--ttl", type=int, default=3600, help="seconds until expiry (3600)")
@@ -166,7 +166,7 @@ COMMANDS: list[Callable[[Subparsers], None]] = [add_token, add_serve, add_demo]
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=PROG, description="Real-time job progress gateway (DESIGN.md)."
+        prog=PROG, description="Real-time job progress gateway."
     )
     subparsers = parser.add_subparsers(title="commands", dest="command", required=True)
     for add_command in COMMANDS:

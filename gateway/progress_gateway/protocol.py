@@ -1,4 +1,4 @@
-"""The WebSocket protocol of DESIGN §5 as a sans-I/O state machine.
+"""The WebSocket protocol (docs/protocol.md) as a sans-I/O state machine.
 
 ``ServerProtocol.receive(text)`` turns one client frame into a list of actions (frames to send,
 commands to run, a close) without touching a socket or a clock, so every rule is testable without

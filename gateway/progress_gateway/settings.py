@@ -88,7 +88,7 @@ class Settings(BaseSettings):
     max_wait_s: float = Field(default=30.0, gt=0, le=300)
     sse_keepalive_s: float = Field(default=15.0, gt=0, le=300)
     recent_s: float = Field(default=86400.0, ge=0)
-    # Executors and the reaper (DESIGN §7).
+    # Executors and the reaper (docs/design.md §7).
     worker_heartbeat_s: float = Field(default=10.0, gt=0, le=3600)
     stale_after_s: float = Field(default=60.0, gt=0)
     # A job without an executor (created by an app's own worker through the SDK) whose heartbeat

@@ -138,7 +138,7 @@ async def store_step(store: JobStore, job: Job, change: Change) -> tuple[Job, st
 
 
 def check_step(before: Job, after: Job, effect: Effect) -> None:
-    """Invariants of DESIGN §3 that hold whatever the model says."""
+    """Invariants of docs/design.md §3 that hold whatever the model says."""
     assert after.seq == before.seq + (1 if effect is Effect.PUBLISH else 0)
     assert after.progress >= before.progress
     assert not before.terminal or after == before, "nothing leaves a terminal status"

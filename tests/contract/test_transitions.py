@@ -1,4 +1,4 @@
-"""The transition rules of DESIGN §3, held against every store backend.
+"""The transition rules of docs/design.md §3, held against every store backend.
 
 Each test runs once per backend through the ``store`` fixture; the few Redis-only checks (key TTLs,
 index reconciliation) narrow ``store_url`` to Redis explicitly.
@@ -635,7 +635,7 @@ async def test_redis_owner_index_is_reconciled_against_jobs(
 async def test_redis_retried_create_keeps_the_heartbeat_hint(
     store: JobStore, redis_client: aioredis.Redis
 ) -> None:
-    """``pgw:active`` is scored by last heartbeat (DESIGN §4): a retried create must not bump it."""
+    """``pgw:active`` is scored by last heartbeat (docs/design.md §4): a retried create keeps it."""
     assert isinstance(store, RedisJobStore)
     create = Create.build(owner="alice", kind="render", job_id=str(uuid.uuid4()))
     job = await store.create(create)

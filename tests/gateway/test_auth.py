@@ -64,7 +64,7 @@ def test_claims_are_frozen() -> None:
 
 
 def test_token_from_another_issuer_with_the_same_secret_is_accepted() -> None:
-    # The app's own backend mints tokens (DESIGN §10): any HS256 token with sub + exp will do.
+    # The app's backend mints tokens (docs/design.md §10): any HS256 token with sub + exp will do.
     exp = future()
     token = jwt.encode({"sub": "carol", "exp": exp}, SECRET, algorithm="HS256")
     assert verify_token(SECRET, token) == Claims(sub="carol", exp=exp)

@@ -1,4 +1,4 @@
-"""DESIGN §5 over a real socket: authentication, limits, close codes, errors, Origin."""
+"""The WebSocket protocol over a real socket: auth, limits, close codes, errors, Origin."""
 
 from __future__ import annotations
 

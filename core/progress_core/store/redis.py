@@ -1,6 +1,6 @@
 """Redis backend: each change is one server-side script (``lua/apply.lua``), one round trip.
 
-Keys follow DESIGN §4. Every key of a job carries the hash tag ``{<id>}`` so the script touches a
+Keys: docs/design.md §4. Every key of a job carries the hash tag ``{<id>}`` so the script touches a
 single slot; owner and heartbeat indexes are separate single-key commands, written so that a crash
 between the script and the index leaves only a hint that readers reconcile, never a lost job.
 """
@@ -167,7 +167,7 @@ class CommandBatcher:
 
 
 class RedisKeys:
-    """Key and channel names of DESIGN §4 under a configurable prefix."""
+    """Key and channel names of docs/design.md §4 under a configurable prefix."""
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix

@@ -25,7 +25,7 @@ class Succeeded:
 
 @dataclass(frozen=True, slots=True)
 class Failed:
-    code: str  # an ErrorCode of DESIGN §3: worker_error, timeout, cancelled
+    code: str  # an ErrorCode (docs/design.md §3): worker_error, timeout, cancelled
     message: str
 
 

@@ -1,4 +1,4 @@
-"""Who is calling: the owner named by the request's token, and nothing else (DESIGN §10).
+"""Who is calling: the owner named by the request's token, and nothing else (docs/design.md §10).
 
 A token comes from ``Authorization: Bearer <jwt>`` or, where a browser API cannot set headers
 (``EventSource``), from ``?token=``; the header wins when both are present. The owner is only ever

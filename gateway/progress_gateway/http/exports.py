@@ -1,4 +1,4 @@
-"""``/exports``: create, read, watch, cancel (DESIGN §6).
+"""``/exports``: create, read, watch, cancel (docs/design.md §6).
 
 Every job route checks in the same order: token (401), id (400), then the store: no such job
 (404), someone else's job (403), store down (503 with ``Retry-After``, never 404). Snapshots go

@@ -129,7 +129,7 @@ def _paths(settings: Settings) -> Doc:
         },
         "/ws": {
             "get": {
-                "summary": "WebSocket upgrade (protocol: DESIGN §5)",
+                "summary": "WebSocket upgrade (protocol: docs/protocol.md)",
                 "description": "JSON text frames with an `op` field. Authenticate with a first "
                 "frame `{op: auth, token}`, `?token=` or `Authorization: Bearer`. Closes with "
                 "4401 on a bad token, 4408 on an auth timeout, 4429 over the per-owner limit. "
@@ -254,7 +254,7 @@ def _schemas(settings: Settings) -> Doc:
     return {
         "Job": {
             "type": "object",
-            "description": "A job's complete snapshot (DESIGN §3); `seq` is its version.",
+            "description": "A job's complete snapshot; `seq` is its version.",
             "required": ["id", "owner", "kind", "status", "progress", "seq", "cancel_requested"],
             "properties": {
                 "id": {"type": "string", "format": "uuid"},
@@ -503,7 +503,7 @@ def openapi_document(settings: Settings) -> Doc:
         "info": {
             "title": "progress-gateway",
             "version": importlib.metadata.version("progress-gateway"),
-            "description": "Real-time job progress (DESIGN §6). Errors are "
+            "description": "Real-time job progress. Errors are "
             "`application/problem+json`. Any request whose body is over "
             f"{settings.max_body_bytes} bytes gets 413; an unknown path 404, a wrong method 405.",
         },

@@ -1,4 +1,4 @@
--- apply.lua: one atomic change to one job (DESIGN §3-4); mirrors core/progress_core/transitions.py.
+-- apply.lua: one atomic change to one job (docs/design.md §3-4); mirrors core/progress_core/transitions.py.
 -- Checks the transition, writes the hash, appends to the bounded history stream and publishes the
 -- complete snapshot, all in one script so no reader ever sees half a change.
 --
