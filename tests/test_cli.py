@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -134,3 +135,22 @@ def test_module_entry_point_matches_the_script() -> None:
     )
     assert result.returncode == 0, result.stderr
     assert verify_token(SECRET, result.stdout.strip()).sub == "carol"
+
+
+def test_serve_on_a_busy_port_exits_2_with_a_hint(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run(
+            "serve",
+            env={
+                "GATEWAY_SECRET": SECRET,
+                "GATEWAY_PORT": str(port),
+                "GATEWAY_SQLITE_PATH": str(tmp_path / "jobs.db"),
+            },
+        )
+    assert_usage_error(result, f"port {port} on 127.0.0.1 is already in use")
+    assert "--port or GATEWAY_PORT" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert not (tmp_path / "jobs.db").exists()  # nothing was started

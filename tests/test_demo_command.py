@@ -5,11 +5,14 @@ from __future__ import annotations
 import os
 import re
 import signal
+import socket
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import httpx
+from progress_gateway.auth import verify_token
 
 from tests.support.redis_server import free_port, wait_until
 
@@ -63,3 +66,98 @@ def test_demo_serves_a_token_and_runs_a_demo_job_on_the_embedded_store(tmp_path:
         demo.send_signal(signal.SIGTERM)
         demo.wait(timeout=30)
         log.close()
+
+
+class Demo:
+    """One ``progress-gateway demo`` process in ``directory``, stopped with SIGTERM on exit."""
+
+    def __init__(self, directory: Path, port: int, env: dict[str, str] | None = None) -> None:
+        self.directory = directory
+        self.base = f"http://127.0.0.1:{port}"
+        self.log_path = directory / f"demo-{port}-{len(list(directory.glob('demo-*.log')))}.log"
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+        environment.pop("REDIS_URL", None)
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "progress_gateway.cli", "demo", "--port", str(port)],
+                cwd=directory,
+                env={**environment, **(env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+
+    def printed_token(self) -> str | None:
+        match = re.search(r"token\s+(\S+\.\S+\.\S+)", self.log_path.read_text())
+        return match.group(1) if match else None
+
+    def healthy(self) -> bool:
+        if self.process.poll() is not None:
+            raise RuntimeError(f"the demo exited: {self.log_path.read_text()[-2000:]}")
+        try:
+            return httpx.get(f"{self.base}/healthz", timeout=1).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def __enter__(self) -> Demo:
+        wait_until(lambda: self.printed_token() and self.healthy(), 30, "the demo to start")
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.process.send_signal(signal.SIGTERM)
+        self.process.wait(timeout=30)
+
+    def mine(self, token: str) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"}
+        return httpx.get(f"{self.base}/exports/active", headers=headers, timeout=5)
+
+
+def test_a_token_from_an_earlier_run_still_works_after_a_restart(tmp_path: Path) -> None:
+    port = free_port()
+    with Demo(tmp_path, port) as first:
+        token = first.printed_token()
+        assert token is not None
+        assert first.mine(token).status_code == 200
+    secret_file = tmp_path / "progress-gateway-demo.db.secret"
+    assert stat.S_IMODE(secret_file.stat().st_mode) == 0o600
+    saved = secret_file.read_text()
+    with Demo(tmp_path, port) as second:
+        assert second.printed_token() != token  # a new token, signed with the same secret
+        assert second.mine(token).status_code == 200
+    assert secret_file.read_text() == saved
+    # A different secret would have refused it: the check above could fail.
+    secret_file.unlink()
+    with Demo(tmp_path, port) as third:
+        assert third.mine(token).status_code == 401
+
+
+def test_gateway_secret_wins_over_the_saved_one(tmp_path: Path) -> None:
+    secret = "explicit-demo-secret-" + "x" * 32
+    with Demo(tmp_path, free_port(), {"GATEWAY_SECRET": secret}) as demo:
+        token = demo.printed_token()
+        assert token is not None
+        assert verify_token(secret, token).sub == "demo"
+        assert demo.mine(token).status_code == 200
+    assert not (tmp_path / "progress-gateway-demo.db.secret").exists()
+
+
+def test_a_busy_port_gives_one_line_with_the_way_out(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
+        result = subprocess.run(
+            [sys.executable, "-m", "progress_gateway.cli", "demo", "--port", str(port)],
+            cwd=tmp_path,
+            env=environment,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2
+    assert result.stdout == ""  # no token banner for a gateway that will not start
+    assert result.stderr.splitlines() == [
+        f"progress-gateway: error: port {port} on 127.0.0.1 is already in use (another gateway "
+        "or demo?): stop it, or choose another port with --port or GATEWAY_PORT"
+    ]

@@ -10,17 +10,20 @@ handler ``(args) -> exit code``; ``serve`` and ``demo`` plug in the same way. Ha
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import os
 import secrets
+import socket
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeAlias
 
 from progress_core.errors import BadRequest, GatewayError
 from pydantic import ValidationError
 
-from progress_gateway.auth import issue_token
+from progress_gateway.auth import check_secret, issue_token
 from progress_gateway.settings import Settings
 
 __all__ = ["COMMANDS", "main"]
@@ -91,11 +94,38 @@ def run_serve(args: argparse.Namespace) -> int:
         "resync_s": args.resync_s,
     }
     settings = Settings(**{name: value for name, value in overrides.items() if value is not None})
+    check_port_free(settings.host, settings.port)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     serve(settings, args.log_level)
     return 0
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail with a hint before anything starts when ``host:port`` cannot be bound.
+
+    uvicorn binds only after the app's startup, then logs the error among its own lines and
+    exits 3; a newcomer running ``demo`` twice deserves one line saying what to do. (Another
+    process may still take the port between this check and uvicorn's bind.)
+    """
+    try:
+        addresses = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror as exc:
+        raise BadRequest(f"cannot listen on {host!r}: {exc.strerror}") from exc
+    for family, kind, protocol, _, address in addresses:
+        with socket.socket(family, kind, protocol) as probe:
+            # As uvicorn does: a port left in TIME_WAIT by a stopped gateway is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(address)
+            except OSError as exc:
+                if exc.errno == errno.EADDRINUSE:
+                    raise BadRequest(
+                        f"port {port} on {host} is already in use (another gateway or demo?): "
+                        "stop it, or choose another port with --port or GATEWAY_PORT"
+                    ) from exc
+                raise BadRequest(f"cannot listen on {host}:{port}: {exc.strerror}") from exc
 
 
 def add_demo(subparsers: Subparsers) -> None:
@@ -105,11 +135,14 @@ def add_demo(subparsers: Subparsers) -> None:
         description="One command on a fresh machine: the gateway on the embedded SQLite store "
         "(unless --redis-url), local job processes, the demo job kinds and a printed dev token.",
     )
-    parser.add_argument("--host", default="127.0.0.1", help="bind address (127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port (8000)")
+    parser.add_argument("--host", help="bind address (GATEWAY_HOST, 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port (GATEWAY_PORT, 8000)")
     parser.add_argument("--redis-url", help="use Redis instead of the embedded store")
     parser.add_argument(
-        "--sqlite-path", default="progress-gateway-demo.db", help="embedded store file"
+        "--sqlite-path",
+        default="progress-gateway-demo.db",
+        help="embedded store file; the demo's signing secret is kept beside it in <file>.secret "
+        "(unless GATEWAY_SECRET is set), so tokens stay valid across restarts",
     )
     parser.add_argument("--user", default="demo", help="owner of the printed token (demo)")
     parser.add_argument(
@@ -122,23 +155,30 @@ def run_demo(args: argparse.Namespace) -> int:
     from progress_gateway.server import serve
 
     overrides: dict[str, object] = {
-        "host": args.host,
-        "port": args.port,
         "sqlite_path": args.sqlite_path,
         "drain_s": 1.0,
         "demo_page": True,
     }
+    if args.host is not None:
+        overrides["host"] = args.host
+    if args.port is not None:
+        overrides["port"] = args.port
     if args.redis_url:
         overrides["redis_url"] = args.redis_url
+    secret_note = "from GATEWAY_SECRET"
     if not os.environ.get("GATEWAY_SECRET"):
-        overrides["secret"] = secrets.token_urlsafe(32)  # a fresh dev secret per demo run
+        secret_path = Path(f"{args.sqlite_path}.secret")
+        overrides["secret"] = demo_secret(secret_path)
+        secret_note = f"kept in {secret_path.resolve()} (tokens outlive a restart)"
     settings = Settings(**overrides)  # type: ignore[arg-type]
     assert settings.secret is not None
+    check_port_free(settings.host, settings.port)
     token = issue_token(settings.secret.get_secret_value(), args.user, 7 * 24 * 3600)
     base = f"http://{settings.host}:{settings.port}"
     print(
         f"""
 progress-gateway demo — store: {settings.store_url()}
+  secret    {secret_note}
 
   open      {base}/?token={token}
   token     {token}
@@ -160,14 +200,47 @@ progress-gateway demo — store: {settings.store_url()}
     return 0
 
 
+def demo_secret(path: Path) -> str:
+    """The demo's signing secret: read from ``path``, or made and saved there (mode 0600).
+
+    Kept across restarts so that tokens printed by an earlier run, and the tabs opened with
+    them, stay valid. A new secret is written to a private temporary file and hard-linked into
+    place, so two demos starting at once agree on one secret and nobody reads a partial file.
+    """
+    try:
+        return _read_secret(path)
+    except FileNotFoundError:
+        logging.getLogger(__name__).debug("no demo secret in %s yet: making one", path)
+    made = secrets.token_urlsafe(32)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(made + "\n")
+        try:
+            os.link(temporary, path)
+        except FileExistsError:
+            return _read_secret(path)  # another demo saved one first: use it
+    finally:
+        temporary.unlink()
+    return made
+
+
+def _read_secret(path: Path) -> str:
+    secret = path.read_text().strip()
+    try:
+        check_secret(secret)
+    except BadRequest as exc:
+        raise BadRequest(f"{path}: {exc.message} (delete the file to make a new one)") from exc
+    return secret
+
+
 # Register a subcommand by appending its ``add_<name>(subparsers)`` here.
 COMMANDS: list[Callable[[Subparsers], None]] = [add_token, add_serve, add_demo]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog=PROG, description="Real-time job progress gateway."
-    )
+    parser = argparse.ArgumentParser(prog=PROG, description="Real-time job progress gateway.")
     subparsers = parser.add_subparsers(title="commands", dest="command", required=True)
     for add_command in COMMANDS:
         add_command(subparsers)

@@ -1,24 +1,23 @@
 """Entry point of a local executor's child process: ``python -m progress_workers.local_runner``.
 
 The gateway passes the job through ``PGW_*`` variables and the store through the same
-``GATEWAY_*`` variables it runs with. The child first takes one of ``PGW_SLOTS`` lock files (the
-concurrency bound, held until it exits), then runs the job under a reporter. SIGTERM becomes a
+``GATEWAY_*`` variables it runs with. The child first joins the slots directory and takes one of
+``PGW_SLOTS`` lock files there (the concurrency bound, held until it exits; see
+``progress_workers.slots``), then runs the job under a reporter. SIGTERM becomes a
 cancellation, so a job stopped by its executor ends ``cancelled``, not ``failed``.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
 import signal
-import time
 from pathlib import Path
 from types import FrameType
-from typing import IO
 
 from progress_workers.runner import run_job
+from progress_workers.slots import join, leave, take_slot
 from progress_workers.sync import ProgressClient
 
 logger = logging.getLogger("progress_workers.local_runner")
@@ -32,27 +31,15 @@ def _stop(signum: int, frame: FrameType | None) -> None:
     raise StoppedByExecutor(f"stopped by the executor ({signal.Signals(signum).name})")
 
 
-def take_slot(directory: Path, slots: int) -> IO[bytes]:
-    """Block until one of ``slots`` lock files is ours; the lock dies with the process."""
-    while True:
-        for index in range(slots):
-            handle = (directory / f"slot-{index}.lock").open("ab")
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                handle.close()
-                continue
-            return handle
-        time.sleep(0.1)
-
-
 def main() -> int:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     signal.signal(signal.SIGTERM, _stop)
     job_id = os.environ["PGW_JOB_ID"]
-    slot = take_slot(Path(os.environ["PGW_SLOTS_DIR"]), int(os.environ["PGW_SLOTS"]))
+    slots_dir = Path(os.environ["PGW_SLOTS_DIR"])
+    users = join(slots_dir)  # the directory stays while we run, even if every gateway stops
+    slot = take_slot(slots_dir, int(os.environ["PGW_SLOTS"]))
     try:
         pid = os.getpid()
         ticks = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
@@ -73,6 +60,8 @@ def main() -> int:
         return 1
     finally:
         slot.close()
+        if leave(users, slots_dir):
+            logger.info("removed the slots directory %s: its last user is gone", slots_dir)
     return 0
 
 

@@ -18,10 +18,11 @@ import signal
 import sys
 from collections.abc import Callable, Coroutine, Mapping
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from progress_core.errors import BadRequest, ExecutorError
 from progress_core.models import Job
+from progress_workers import slots
 
 from progress_gateway.executors.base import CallState, Running, Unknown
 from progress_gateway.tasks import TaskGroup
@@ -74,9 +75,12 @@ class LocalExecutor:
         self._on_exit = on_exit
         self._pidfds: dict[str, int] = {}
         self._tasks = TaskGroup(logger, "local executor")
+        self._users: IO[bytes] | None = None
 
     async def start(self) -> None:
-        self._slots_dir.mkdir(parents=True, exist_ok=True)
+        # Held until aclose: the slots directory is removed only once no gateway and no job
+        # process uses it (``progress_workers.slots``).
+        self._users = slots.join(self._slots_dir)
 
     async def spawn(self, job: Job) -> str:
         inherited = {
@@ -177,3 +181,9 @@ class LocalExecutor:
             os.close(pidfd)
         self._pidfds.clear()
         await self._tasks.aclose()
+        if self._users is not None:
+            users, self._users = self._users, None
+            if slots.leave(users, self._slots_dir):
+                logger.info(
+                    "removed the slots directory %s: no gateway or job uses it", self._slots_dir
+                )
