@@ -1,14 +1,15 @@
 """``create_app(settings)``: the Starlette application of one gateway process.
 
 Settings are passed in, never imported. The store, broker and hub open in the lifespan and are
-shared through ``request.state.gateway`` (uvicorn copies lifespan state into every scope).
+shared through ``request.state.gateway``: the app puts its running ``Gateway`` into every scope's
+state, so it also works mounted under a prefix in another app (docs/mounting.md).
 """
 
 from __future__ import annotations
 
 import gc
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -104,86 +105,137 @@ def make_leadership(store: JobStore, settings: Settings) -> Leadership:
     return FileLeadership(settings.sqlite_path.expanduser().absolute().with_suffix(".reaper.lock"))
 
 
-def create_app(settings: Settings) -> Starlette:
-    if settings.secret is None:
-        raise BadRequest("GATEWAY_SECRET is not set: the gateway cannot verify tokens without it")
-    secret = settings.secret.get_secret_value()
+@asynccontextmanager
+async def run_gateway(settings: Settings, secret: str) -> AsyncIterator[Gateway]:
+    """Open the store, broker and hub, start the executors and the reaper; close all on exit."""
+    metrics = Metrics()
+    store = open_store(settings.store_url(), settings.store_options())
+    broker = make_broker(store, settings, metrics)
+    hub = Hub(
+        store,
+        broker,
+        metrics,
+        resync_s=settings.resync_s,
+        sweep_s=max(settings.sweep_s, settings.resync_s),
+        max_subscriptions=settings.max_subscriptions,
+    )
+    gateway = Gateway(
+        settings=settings,
+        store=store,
+        broker=broker,
+        hub=hub,
+        metrics=metrics,
+        secret=secret,
+        limits=Limits(
+            max_frame_bytes=settings.max_frame_bytes,
+            max_subscriptions=settings.max_subscriptions,
+            heartbeat_s=settings.ws_heartbeat_s,
+        ),
+    )
+    executors = await start_executors(settings, gateway)
+    gateway.lifecycle = Lifecycle(
+        store,
+        executors,
+        KINDS,
+        metrics,
+        cancel_timeout_s=3 * settings.cancel_grace_s + 5,
+        orphan_after_s=settings.orphan_after_s,
+    )
+    reaper = Reaper(
+        store,
+        gateway.lifecycle,
+        make_leadership(store, settings),
+        stale_after_s=settings.stale_after_s,
+        interval_s=settings.reap_interval_s,
+        metrics=metrics,
+    )
+    await hub.start()
+    reaper.start()
+    logger.info("gateway ready: store %s, executors %s", type(store).__name__, sorted(executors))
+    try:
+        yield gateway
+    finally:
+        if not gateway.draining:
+            await gateway.drain(0)
+        await reaper.aclose()
+        await gateway.lifecycle.aclose()
+        for executor in executors.values():
+            await executor.aclose()
+        await hub.aclose()
+        await store.aclose()
+
+
+class GatewayApp(Starlette):
+    """The gateway's ASGI app: served on its own, or mounted under a prefix in another app.
+
+    Served on its own (``progress-gateway serve``), its lifespan runs the gateway. Mounted
+    (``Mount("/progress", app=progress)``), the outer app's lifespan enters ``lifespan()``, since
+    a mounted app gets no lifespan events. Either way every request finds the running gateway as
+    ``scope["state"]["gateway"]`` (``request.state.gateway``): the app sets it from its own
+    reference, whatever the outer app keeps in its state.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        if settings.secret is None:
+            raise BadRequest(
+                "GATEWAY_SECRET is not set: the gateway cannot verify tokens without it"
+            )
+        self.settings = settings
+        self._secret = settings.secret.get_secret_value()
+        self.gateway: Gateway | None = None
+        super().__init__(
+            routes=[
+                *http_routes(demo=settings.demo_page),
+                WebSocketRoute("/ws", _WebSocketApp()),
+                # /ws over plain HTTP: 426 for GET (and HEAD), 405 for any other method, not 404.
+                Route("/ws", upgrade_required, methods=["GET"]),
+            ],
+            middleware=middleware(settings),
+            exception_handlers=exception_handlers(),
+            lifespan=_own_lifespan,
+        )
 
     @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Any]]:
-        metrics = Metrics()
-        store = open_store(settings.store_url(), settings.store_options())
-        broker = make_broker(store, settings, metrics)
-        hub = Hub(
-            store,
-            broker,
-            metrics,
-            resync_s=settings.resync_s,
-            sweep_s=max(settings.sweep_s, settings.resync_s),
-            max_subscriptions=settings.max_subscriptions,
-        )
-        gateway = Gateway(
-            settings=settings,
-            store=store,
-            broker=broker,
-            hub=hub,
-            metrics=metrics,
-            secret=secret,
-            limits=Limits(
-                max_frame_bytes=settings.max_frame_bytes,
-                max_subscriptions=settings.max_subscriptions,
-                heartbeat_s=settings.ws_heartbeat_s,
-            ),
-        )
-        executors = await start_executors(settings, gateway)
-        gateway.lifecycle = Lifecycle(
-            store,
-            executors,
-            KINDS,
-            metrics,
-            cancel_timeout_s=3 * settings.cancel_grace_s + 5,
-            orphan_after_s=settings.orphan_after_s,
-        )
-        reaper = Reaper(
-            store,
-            gateway.lifecycle,
-            make_leadership(store, settings),
-            stale_after_s=settings.stale_after_s,
-            interval_s=settings.reap_interval_s,
-            metrics=metrics,
-        )
-        await hub.start()
+    async def lifespan(self) -> AsyncIterator[Gateway]:
+        """Run the gateway while the block runs: enter it in the lifespan of the outer app."""
+        if self.gateway is not None:
+            raise RuntimeError("this gateway is already running: enter its lifespan() once")
+        async with run_gateway(self.settings, self._secret) as gateway:
+            self.gateway = gateway
+            self.state.gateway = gateway  # for the draining server's signal handler
+            try:
+                yield gateway
+            finally:
+                self.gateway = None
+                del self.state.gateway
+
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Coroutine[Any, Any, None]:
+        # Not a coroutine function: no frame of this method stays suspended per open WebSocket.
+        if scope["type"] != "lifespan":
+            if self.gateway is None:
+                raise RuntimeError(
+                    "the progress gateway is not running: mounted in another app, enter "
+                    "`progress.lifespan()` in that app's lifespan (docs/mounting.md)"
+                )
+            # A copy: the outer app's scope and state stay as they were.
+            scope = {**scope, "state": {**scope.get("state", {}), "gateway": self.gateway}}
+        return super().__call__(scope, receive, send)
+
+
+@asynccontextmanager
+async def _own_lifespan(app: GatewayApp) -> AsyncIterator[dict[str, Any]]:
+    """The lifespan when served on its own: the process is the gateway's, so tune its GC too."""
+    async with app.lifespan() as gateway:
         # Everything loaded so far lives as long as the process: keep it out of every
         # collection, and collect the young generations less often. A full collection then
         # only scans what connections created, and runs far less often (tail latency).
         gc.collect()
         gc.freeze()
         gc.set_threshold(20_000, 20, 100)
-        reaper.start()
-        app.state.gateway = gateway  # for the draining server's signal handler
-        logger.info(
-            "gateway ready: store %s, executors %s", type(store).__name__, sorted(executors)
-        )
-        try:
-            yield {"gateway": gateway}
-        finally:
-            if not gateway.draining:
-                await gateway.drain(0)
-            await reaper.aclose()
-            await gateway.lifecycle.aclose()
-            for executor in executors.values():
-                await executor.aclose()
-            await hub.aclose()
-            await store.aclose()
+        # uvicorn copies this into every scope: server.WebSocketFirst's /ws reads it there.
+        yield {"gateway": gateway}
 
-    return Starlette(
-        routes=[
-            *http_routes(demo=settings.demo_page),
-            WebSocketRoute("/ws", _WebSocketApp()),
-            # /ws over plain HTTP: 426 for GET (and HEAD), 405 for any other method, not 404.
-            Route("/ws", upgrade_required, methods=["GET"]),
-        ],
-        middleware=middleware(settings),
-        exception_handlers=exception_handlers(),
-        lifespan=lifespan,
-    )
+
+def create_app(settings: Settings) -> GatewayApp:
+    """The gateway's app; to mount it in another app, see ``GatewayApp`` and docs/mounting.md."""
+    return GatewayApp(settings)

@@ -154,7 +154,9 @@ async def create_export(request: Request) -> Response:
         raise BadRequest("params must be a JSON object")
     job = await gateway.lifecycle.create(owner, payload.get("kind"), params)
     logger.info("created job=%s owner=%s kind=%s call=%s", job.id, owner, job.kind, job.call_id)
-    headers = {**NO_STORE, "ETag": _etag(job.seq), "Location": f"/exports/{job.id}"}
+    # root_path: the prefix this app is mounted under (docs/mounting.md), empty on its own.
+    location = f"{request.scope.get('root_path', '')}/exports/{job.id}"
+    headers = {**NO_STORE, "ETag": _etag(job.seq), "Location": location}
     return Response(job.model_dump_json(), status_code=201, media_type=JSON, headers=headers)
 
 
