@@ -17,7 +17,7 @@ OUTSIDE = re.compile(r"\b" + "DES" + "IGN" + r"\b|\.\./" + r"shared\b")
 
 def tracked_files() -> list[Path]:
     listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        ["git", "ls-files", "-z"],
         cwd=ROOT,
         check=True,
         capture_output=True,
