@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import signal
 import subprocess
@@ -45,6 +46,9 @@ class GatewayServer:
             env["GATEWAY_SQLITE_PATH"] = self.store_url.removeprefix("sqlite:///")
         else:
             env["GATEWAY_REDIS_URL"] = self.store_url
+        # Beside the log, not in /tmp: a killed gateway cannot remove its slots directory.
+        store_digest = hashlib.sha256(self.store_url.encode()).hexdigest()[:12]
+        env["GATEWAY_LOCAL_SLOTS_DIR"] = str(self.log_path.parent / f"slots-{store_digest}")
         for name, value in self.settings.items():
             env[f"GATEWAY_{name.upper()}"] = value
         return env
