@@ -19,36 +19,20 @@ from tests.support.redis_server import free_port, wait_until
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_demo_serves_a_token_and_runs_a_demo_job_on_the_embedded_store(tmp_path: Path) -> None:
-    port = free_port()
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
-    environment.pop("REDIS_URL", None)
-    log = (tmp_path / "demo.log").open("wb")
-    demo = subprocess.Popen(
-        [sys.executable, "-m", "progress_gateway.cli", "demo", "--port", str(port)],
-        cwd=tmp_path,  # a bare directory: the embedded store file is created here
-        env=environment,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-
-        def printed_token() -> str | None:
-            match = re.search(r"token\s+(\S+\.\S+\.\S+)", (tmp_path / "demo.log").read_text())
-            return match.group(1) if match else None
-
-        def healthy() -> bool:
-            try:
-                return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
-            except httpx.TransportError:
-                return False
-
-        wait_until(lambda: printed_token() and healthy(), 30, "the demo to start")
-        token = printed_token()
+def test_demo_runs_a_job_on_the_embedded_store_and_leaves_only_ignored_files(
+    tmp_path: Path,
+) -> None:
+    # A bare directory under git with the repository's .gitignore: the store, its secret and
+    # its locks are created here, and none of them may show up in `git status`.
+    app = tmp_path / "app"
+    app.mkdir()
+    subprocess.run(["git", "init", "-q", str(app)], check=True)
+    (app / ".gitignore").write_text((ROOT / ".gitignore").read_text())
+    with Demo(app, free_port(), log_dir=tmp_path) as demo:
+        token = demo.printed_token()
         headers = {"Authorization": f"Bearer {token}"}
         created = httpx.post(
-            f"{base}/exports",
+            f"{demo.base}/exports",
             json={"kind": "demo", "params": {"steps": 3, "step_s": 0}},
             headers=headers,
             timeout=10,
@@ -57,24 +41,38 @@ def test_demo_serves_a_token_and_runs_a_demo_job_on_the_embedded_store(tmp_path:
         job_id = created.json()["id"]
 
         def succeeded() -> bool:
-            job = httpx.get(f"{base}/exports/{job_id}", headers=headers, timeout=5).json()
+            job = httpx.get(f"{demo.base}/exports/{job_id}", headers=headers, timeout=5).json()
             return bool(job["status"] == "succeeded")
 
         wait_until(succeeded, 30, "the demo job to succeed")
-        assert (tmp_path / "progress-gateway-demo.db").exists()
-    finally:
-        demo.send_signal(signal.SIGTERM)
-        demo.wait(timeout=30)
-        log.close()
+        assert (app / "progress-gateway-demo.db").exists()
+    left = sorted(path.name for path in app.iterdir() if path.name != ".git")
+    assert "progress-gateway-demo.db.secret" in left  # something was left: the check can fail
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=all"],
+        cwd=app,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert status.stdout.splitlines() == ["?? .gitignore"], left
 
 
 class Demo:
     """One ``progress-gateway demo`` process in ``directory``, stopped with SIGTERM on exit."""
 
-    def __init__(self, directory: Path, port: int, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        port: int,
+        env: dict[str, str] | None = None,
+        *,
+        log_dir: Path | None = None,
+    ) -> None:
         self.directory = directory
         self.base = f"http://127.0.0.1:{port}"
-        self.log_path = directory / f"demo-{port}-{len(list(directory.glob('demo-*.log')))}.log"
+        log_dir = log_dir or directory
+        self.log_path = log_dir / f"demo-{port}-{len(list(log_dir.glob('demo-*.log')))}.log"
         environment = {k: v for k, v in os.environ.items() if not k.startswith("GATEWAY_")}
         environment.pop("REDIS_URL", None)
         with self.log_path.open("wb") as log:
