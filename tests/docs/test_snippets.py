@@ -112,7 +112,7 @@ def marker(lines: list[str], fence_index: int) -> str | None:
 
 
 def pages() -> list[Path]:
-    return [ROOT / "README.md", CLIENT_JS / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return [ROOT / "README.md", CLIENT_JS / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
 
 
 def all_snippets() -> list[Snippet]:
@@ -154,17 +154,29 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         redis.stop()
 
 
-def client_js_ready() -> Path:
-    """client-js with its dependencies installed and ``dist/`` built from the current sources."""
+@pytest.fixture(scope="module")
+def client_package(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """``@progress-gateway/client`` built from this checkout's sources into a private directory.
+
+    Built with the package's own esbuild, so the working tree's ``dist/`` is neither needed nor
+    touched (another build may be running there).
+    """
     if shutil.which("node") is None or shutil.which("npm") is None:
         raise AssertionError("js snippets need Node >= 20 and npm on PATH")
-    if not (CLIENT_JS / "node_modules" / "ws").is_dir():
+    if not (CLIENT_JS / "node_modules" / "esbuild").is_dir():
         npm(["ci", "--no-audit", "--no-fund"])
-    built = CLIENT_JS / "dist" / "index.js"
-    newest_source = max(p.stat().st_mtime for p in (CLIENT_JS / "src").rglob("*.ts"))
-    if not built.exists() or built.stat().st_mtime < newest_source:
-        npm(["run", "build"])
-    return CLIENT_JS
+    package = tmp_path_factory.mktemp("client-package")
+    shutil.copy(CLIENT_JS / "package.json", package / "package.json")
+    esbuild = CLIENT_JS / "node_modules" / ".bin" / "esbuild"
+    command = [str(esbuild), "src/index.ts", "--bundle", "--format=esm", "--platform=neutral"]
+    command += [
+        "--target=es2022",
+        f"--outfile={package / 'dist' / 'index.js'}",
+        "--log-level=warning",
+    ]
+    built = subprocess.run(command, cwd=CLIENT_JS, capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, f"esbuild of client-js failed:\n{built.stderr}"
+    return package
 
 
 def npm(args: list[str]) -> None:
@@ -174,11 +186,11 @@ def npm(args: list[str]) -> None:
     assert done.returncode == 0, f"npm {' '.join(args)} in client-js failed:\n{done.stderr}"
 
 
-def node_project(directory: Path) -> Path:
-    """A project whose node_modules holds the client (this checkout) and the Node transports."""
+def node_project(directory: Path, client: Path) -> Path:
+    """A project whose node_modules holds the client and the Node transports it needs."""
     modules = directory / "node_modules"
     (modules / "@progress-gateway").mkdir(parents=True)
-    (modules / "@progress-gateway" / "client").symlink_to(client_js_ready())
+    (modules / "@progress-gateway" / "client").symlink_to(client)
     for name in ("ws", "eventsource"):
         (modules / name).symlink_to(CLIENT_JS / "node_modules" / name)
     return directory
@@ -188,7 +200,9 @@ def node_project(directory: Path) -> Path:
 
 
 @pytest.mark.parametrize("snippet", RUNNABLE, ids=lambda s: f"{s.where}-{s.lang}")
-def test_snippet_runs_as_written(snippet: Snippet, world: World, tmp_path: Path) -> None:
+def test_snippet_runs_as_written(
+    snippet: Snippet, world: World, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
     if snippet.lang in CHECK:
         json.loads(snippet.code)
         return
@@ -201,7 +215,8 @@ def test_snippet_runs_as_written(snippet: Snippet, world: World, tmp_path: Path)
         script = tmp_path / "snippet.sh"
         command, cwd = ["bash", "-euo", "pipefail", str(script)], ROOT
     else:
-        project = node_project(tmp_path / "project")
+        client = request.getfixturevalue("client_package")  # built only when a js block runs
+        project = node_project(tmp_path / "project", client)
         script = project / "snippet.mjs"
         command, cwd = ["node", str(script)], project
     script.write_text(code)
@@ -272,3 +287,12 @@ def test_parse_reads_fences_markers_and_indentation() -> None:
     assert (bare.lang, bare.code) == ("", "```nested```\n")
     with pytest.raises(AssertionError, match="never closed"):
         parse("page.md", "```python\nprint(1)\n")
+
+
+def test_quick_start_is_two_commands() -> None:
+    """A newcomer's path stays ./scripts/demo to see it and ./scripts/test to check it."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("\n## Quick start\n", 1)[1].split("\n## ", 1)[0]
+    first = parse("README.md", section)[0]
+    commands = [line.split("#")[0].strip() for line in first.code.splitlines()]
+    assert [c for c in commands if c] == ["./scripts/demo", "./scripts/test"]
