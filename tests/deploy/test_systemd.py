@@ -141,6 +141,9 @@ def test_systemd_analyze_verify_finds_nothing(tmp_path: Path) -> None:
 
 def test_hardening_keeps_exposure_low(tmp_path: Path) -> None:
     binary = systemd_analyze()
+    usage = subprocess.run([binary, "--help"], capture_output=True, text=True, check=True)
+    if "--offline" not in usage.stdout:
+        pytest.skip("this systemd-analyze cannot rate a unit file offline (systemd < 250)")
     result = subprocess.run(
         [binary, "security", "--offline=true", "--no-pager", str(rendered_unit(tmp_path))],
         capture_output=True,
