@@ -1,38 +1,40 @@
 import assert from "node:assert/strict";
-import { readFileSync } from "node:fs";
-import { join } from "node:path";
 import { test } from "node:test";
-import { CloseCode, ErrorCode, reactionTo } from "../src/codes.js";
-import { REPO_ROOT } from "./support/processes.js";
+import {
+  CLOSE_REACTIONS,
+  CloseCode,
+  ERROR_RULES,
+  ErrorCode,
+  LocalCloseCode,
+  isRetryable,
+  reactionTo,
+} from "../src/codes.js";
 
-function pythonTable(source: string, className: string): Map<string, string> {
-  const body = source.split(`class ${className}`)[1]?.split(/\nclass /)[0] ?? "";
-  const table = new Map<string, string>();
-  for (const match of body.matchAll(/^\s+([A-Z_]+) = ("?[\w]+"?)/gm)) {
-    table.set(match[1] ?? "", (match[2] ?? "").replaceAll('"', ""));
-  }
-  return table;
-}
+// The generated tables equal core/progress_core/codes.py: tests/test_codes_mirror.py runs
+// `scripts/gen_codes.py --check`. These tests pin the client's behaviour on top of them.
 
-test("codes.ts mirrors core/progress_core/codes.py", () => {
-  const source = readFileSync(join(REPO_ROOT, "gateway", "codes.py"), "utf8");
-  const close = pythonTable(source, "CloseCode");
-  const errors = pythonTable(source, "ErrorCode");
-  assert.ok(close.size >= 7 && errors.size >= 8, "parsed the Python tables");
-  assert.deepEqual(
-    Object.fromEntries(Object.entries(CloseCode).map(([name, value]) => [name, String(value)])),
-    Object.fromEntries(close),
-  );
-  assert.deepEqual({ ...ErrorCode }, Object.fromEntries(errors));
-});
-
-test("each close code has the reaction written beside it in codes.py", () => {
+test("each close code has its reconnect rule", () => {
   assert.equal(reactionTo(CloseCode.NORMAL), "stop");
   assert.equal(reactionTo(CloseCode.GOING_AWAY), "reconnect_now");
   assert.equal(reactionTo(CloseCode.POLICY), "back_off");
   assert.equal(reactionTo(CloseCode.TOO_LARGE), "back_off");
+  assert.equal(reactionTo(CloseCode.INTERNAL_ERROR), "back_off");
   assert.equal(reactionTo(CloseCode.UNAUTHORIZED), "refresh_token");
   assert.equal(reactionTo(CloseCode.AUTH_TIMEOUT), "back_off");
   assert.equal(reactionTo(CloseCode.TOO_MANY_CONNECTIONS), "back_off_longer");
+  for (const code of Object.values(CloseCode)) assert.equal(reactionTo(code), CLOSE_REACTIONS[code]);
+});
+
+test("a close code outside the table, or the client's own, backs off", () => {
   assert.equal(reactionTo(1006), "back_off");
+  assert.equal(reactionTo(4999), "back_off");
+  for (const code of Object.values(LocalCloseCode)) assert.equal(reactionTo(code), "back_off");
+});
+
+test("only outages and the connection budget are worth retrying", () => {
+  const retryable = Object.values(ErrorCode).filter((code) => isRetryable(code));
+  assert.deepEqual(retryable.sort(), ["executor_unavailable", "store_unavailable", "too_many_connections"]);
+  assert.equal(isRetryable("no_such_code"), false);
+  assert.equal(ERROR_RULES[ErrorCode.STORE_UNAVAILABLE].status, 503);
+  assert.equal(ERROR_RULES[ErrorCode.JOB_FINISHED].status, 409);
 });

@@ -1,7 +1,8 @@
 """The one exception tree of progress-gateway.
 
 Every error a caller can act on is a ``GatewayError``; each class carries the wire ``code``, the
-HTTP ``status_code`` it maps to and whether retrying the same call can succeed (``retryable``)::
+HTTP ``status_code`` it maps to and whether retrying the same call can succeed (``retryable``),
+the last two read from the code's row in ``progress_core.codes.ERROR_RULES``::
 
     GatewayError
     ├── BadRequest            400 bad_request        malformed input; nothing was written
@@ -27,11 +28,22 @@ Lower layers (redis-py, sqlite3) never leak above the store: backends raise
 
 from __future__ import annotations
 
+from progress_core.codes import ERROR_RULES, ErrorCode
+
 
 class GatewayError(Exception):
-    code: str = "internal"
+    # ``status_code`` and ``retryable`` come from the code's row in ``ERROR_RULES``.
+    code: ErrorCode = ErrorCode.INTERNAL
     status_code: int = 500
     retryable: bool = False
+
+    def __init_subclass__(cls) -> None:
+        super().__init_subclass__()
+        rule = ERROR_RULES[cls.code]
+        if rule.status is None:
+            raise TypeError(f"{cls.__name__}: error code {cls.code!r} has no HTTP status")
+        cls.status_code = rule.status
+        cls.retryable = rule.retryable
 
     def __init__(self, message: str, *, job_id: str | None = None) -> None:
         super().__init__(message)
@@ -45,8 +57,7 @@ class GatewayError(Exception):
 
 
 class BadRequest(GatewayError):
-    code = "bad_request"
-    status_code = 400
+    code = ErrorCode.BAD_REQUEST
 
 
 class InvalidJobId(BadRequest):
@@ -54,33 +65,29 @@ class InvalidJobId(BadRequest):
 
 
 class Unauthorized(GatewayError):
-    code = "unauthorized"
-    status_code = 401
+    code = ErrorCode.UNAUTHORIZED
 
 
 class Forbidden(GatewayError):
-    code = "forbidden"
-    status_code = 403
+    code = ErrorCode.FORBIDDEN
 
 
 class JobNotFound(GatewayError):
-    code = "not_found"
-    status_code = 404
+    code = ErrorCode.NOT_FOUND
 
 
 class Conflict(GatewayError):
-    code = "conflict"
-    status_code = 409
+    code = ErrorCode.CONFLICT
 
 
 class JobExists(Conflict):
-    code = "job_exists"
+    code = ErrorCode.JOB_EXISTS
 
 
 class JobFinished(Conflict):
     """The job is in a terminal status; the change was rejected and nothing was written."""
 
-    code = "job_finished"
+    code = ErrorCode.JOB_FINISHED
 
     def __init__(self, message: str, *, job_id: str | None = None, status: str = "") -> None:
         super().__init__(message, job_id=job_id)
@@ -90,50 +97,39 @@ class JobFinished(Conflict):
 class RequestTimeout(GatewayError):
     """The client sent the request body too slowly; the connection is closed after the answer."""
 
-    code = "request_timeout"
-    status_code = 408
+    code = ErrorCode.REQUEST_TIMEOUT
 
 
 class PayloadTooLarge(GatewayError):
-    code = "payload_too_large"
-    status_code = 413
+    code = ErrorCode.PAYLOAD_TOO_LARGE
 
 
 class Unprocessable(GatewayError):
-    code = "unprocessable"
-    status_code = 422
+    code = ErrorCode.UNPROCESSABLE
 
 
 class TooManyConnections(GatewayError):
     """The owner already holds ``GATEWAY_MAX_CONNECTIONS_PER_OWNER`` connections here."""
 
-    code = "too_many_connections"
-    status_code = 429
-    retryable = True
+    code = ErrorCode.TOO_MANY_CONNECTIONS
 
 
 class TooManySubscriptions(GatewayError):
     """The connection already watches ``GATEWAY_MAX_SUBSCRIPTIONS`` jobs."""
 
-    code = "too_many_subscriptions"
-    status_code = 429
+    code = ErrorCode.TOO_MANY_SUBSCRIPTIONS
 
 
 class ExecutorError(GatewayError):
-    code = "executor_error"
-    status_code = 502
+    code = ErrorCode.EXECUTOR_ERROR
 
 
 class ExecutorUnavailable(ExecutorError):
-    code = "executor_unavailable"
-    status_code = 503
-    retryable = True
+    code = ErrorCode.EXECUTOR_UNAVAILABLE
 
 
 class StoreUnavailable(GatewayError):
-    code = "store_unavailable"
-    status_code = 503
-    retryable = True
+    code = ErrorCode.STORE_UNAVAILABLE
 
     @property
     def public_message(self) -> str:

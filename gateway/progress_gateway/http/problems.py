@@ -11,6 +11,7 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
+from progress_core.codes import ERROR_RULES, ErrorCode
 from progress_core.errors import GatewayError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
@@ -28,6 +29,10 @@ class ProblemResponse(JSONResponse):
 
 
 def problem(status: int, detail: str, code: str, headers: dict[str, str] | None = None) -> Response:
+    """A problem+json answer; ``code`` is an ``ErrorCode`` whose status is ``status``."""
+    rule = ERROR_RULES[ErrorCode(code)]
+    if rule.status not in (None, status):
+        raise ValueError(f"error code {code} is status {rule.status}, not {status}")
     body = {
         "type": "about:blank",
         "title": HTTPStatus(status).phrase,
@@ -63,13 +68,13 @@ async def gateway_error(request: Request, exc: Exception) -> Response:
 # Codes of answers that no GatewayError raises: routing (404, 405), the body limit before the
 # app (413), ``/ws`` without an upgrade (426), anything else Starlette raises, and last resort.
 HTTP_CODES = {
-    404: "not_found",
-    405: "method_not_allowed",
-    413: "payload_too_large",
-    426: "upgrade_required",
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+    426: ErrorCode.UPGRADE_REQUIRED,
 }
-OTHER_HTTP_CODE = "http_error"
-INTERNAL_CODE = "internal"
+OTHER_HTTP_CODE = ErrorCode.HTTP_ERROR
+INTERNAL_CODE = ErrorCode.INTERNAL
 
 
 def problem_codes() -> list[str]:
