@@ -5,6 +5,7 @@ backends. What runs in the stand-in's "containers" is
 from __future__ import annotations
 
 import dataclasses
+import tomllib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from progress_core.errors import ExecutorError, ExecutorUnavailable, JobFinished
 from progress_core.models import Create, Job, JobStatus
 from progress_core.store import JobStore, StoreOptions
 from progress_gateway.executors.base import CallState, Failed, Running, Succeeded, Unknown
-from progress_gateway.executors.modal import ModalExecutor
+from progress_gateway.executors.modal import MODAL_MIN_VERSION, ModalExecutor, check_sdk_version
 from progress_gateway.lifecycle import Lifecycle
 from progress_gateway.metrics import Metrics
 from progress_workers.kinds import KINDS
@@ -24,6 +25,7 @@ from progress_workers.sync import ProgressClient
 from tests.support.contract import eventually
 from tests.support.modal_standin import CANCELLED_MESSAGE, ModalStandIn
 
+ROOT = Path(__file__).resolve().parents[2]
 LONG = {"steps": 400, "step_s": 0.05}  # 20 s: long enough to act on while it runs
 
 
@@ -345,6 +347,29 @@ async def test_every_call_is_bounded_by_timeout_s(tmp_path: Path, store: JobStor
         await executor.poll("fc-01")
     with pytest.raises(ExecutorUnavailable, match=r"within 0\.2s"):
         await executor.cancel("fc-01")
+
+
+def test_every_extra_that_installs_modal_requires_its_typed_errors() -> None:
+    # Before 1.3 an RPC failure past the SDK's retries was a raw grpclib.GRPCError, which poll
+    # would read as the worker's own exception and fail a live job.
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    floors = {
+        name: requirement.removeprefix("modal>=")
+        for name, requirements in extras.items()
+        for requirement in requirements
+        if requirement.startswith("modal")
+    }
+    assert set(floors) == {"modal", "test"}
+    for name, floor in floors.items():
+        assert tuple(int(part) for part in floor.split(".")[:2]) >= (1, 3) == MODAL_MIN_VERSION, (
+            name
+        )
+    check_sdk_version(modal.__version__)
+    check_sdk_version("1.3.0")
+    with pytest.raises(ExecutorUnavailable, match=r"modal>=1\.3 \(installed: 1\.2\.9\)"):
+        check_sdk_version("1.2.9")
 
 
 def test_a_modal_kind_must_name_its_function(tmp_path: Path) -> None:

@@ -51,6 +51,10 @@ CREDENTIALS_HINT = (
     "set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET (or run `modal token new`) for the gateway"
 )
 
+# The oldest SDK whose RPC failures are all typed ``modal.exception`` classes (see
+# ``check_sdk_version``); pyproject's ``modal`` and ``test`` extras require it too.
+MODAL_MIN_VERSION = (1, 3)
+
 # Modal's exceptions that mean "Modal could not be reached or would not serve us now" (its
 # TimeoutError: retries of an RPC ran out of time). Looked up by name so that an SDK without one of
 # them still works.
@@ -127,6 +131,22 @@ class ModalSDK(Protocol):
     def exception(self) -> ModuleType: ...
 
 
+def check_sdk_version(version: str) -> None:
+    """Refuse an SDK older than ``MODAL_MIN_VERSION``.
+
+    Before 1.3 an RPC failure that outlasted the SDK's retries surfaced as a raw
+    ``grpclib.GRPCError``, which ``poll`` cannot tell from the worker's own exception: it would fail
+    a live job for good. Since 1.3 every such failure is a typed ``modal.exception`` class.
+    """
+    parts = [int(part) if part.isdigit() else 0 for part in version.split(".")[:2]]
+    if tuple(parts) < MODAL_MIN_VERSION:
+        floor = ".".join(map(str, MODAL_MIN_VERSION))
+        raise ExecutorUnavailable(
+            f"the modal executor needs modal>={floor} (installed: {version}): "
+            "pip install -U 'progress-gateway[modal]'"
+        )
+
+
 def _import_modal() -> ModalSDK:
     try:
         import modal
@@ -134,6 +154,7 @@ def _import_modal() -> ModalSDK:
         raise ExecutorUnavailable(
             "the modal executor needs the Modal SDK: pip install 'progress-gateway[modal]'"
         ) from exc
+    check_sdk_version(modal.__version__)
     # The module matches ModalSDK; mypy checks Function and FunctionCall but does not count the
     # submodule ``modal.exception`` (imported by modal itself) as an attribute, hence the cast.
     return cast(ModalSDK, modal)
