@@ -13,6 +13,7 @@ import importlib.util
 import logging
 from collections.abc import Awaitable
 from types import FrameType
+from typing import cast
 
 import uvicorn
 from starlette.applications import Starlette
@@ -24,7 +25,7 @@ from progress_gateway.gateway import Gateway
 from progress_gateway.httpproto import header_timeout_protocol
 from progress_gateway.settings import Settings
 from progress_gateway.ws import websocket_endpoint
-from progress_gateway.wsproto import FrameWriterProtocol
+from progress_gateway.wsproto import FrameWriterProtocol, protocol_class
 
 logger = logging.getLogger("progress_gateway.server")
 
@@ -52,17 +53,23 @@ class DrainingServer(uvicorn.Server):
 
 
 def uvicorn_config(app: Starlette, settings: Settings, log_level: str) -> uvicorn.Config:
+    # Deliberate: the sans-I/O websockets implementation honours transport flow control.
+    ws = protocol_class(settings.ws_impl)
+    if ws is FrameWriterProtocol:
+        # None: no server pings (see FrameWriterProtocol.connection_made for dead peers).
+        ping_interval = settings.ws_ping_s or None
+    else:
+        # uvicorn's own protocol sets no TCP keepalive: its pings are what finds dead peers.
+        ping_interval = settings.ws_ping_s or settings.ws_heartbeat_s
     return uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
-        # Deliberate: the sans-I/O websockets implementation honours transport flow control.
-        ws=FrameWriterProtocol,
+        ws=ws,
         # Per-message deflate costs ~50 KiB and CPU per connection for ~300-byte frames.
         ws_per_message_deflate=False,
         ws_max_size=settings.max_frame_bytes,
-        # None: no server pings (see FrameWriterProtocol.connection_made for dead peers).
-        ws_ping_interval=settings.ws_ping_s or None,
+        ws_ping_interval=ping_interval,
         ws_ping_timeout=settings.ws_heartbeat_s,
         loop="uvloop" if importlib.util.find_spec("uvloop") else "asyncio",
         # httptools with a deadline on request headers (slow clients); the body's is BodyLimit's.
@@ -97,5 +104,9 @@ def serve(settings: Settings, log_level: str = "info") -> None:
     app = create_app(settings)
     config = uvicorn_config(WebSocketFirst(app), settings, log_level)  # type: ignore[arg-type]
     log_redaction.install()  # after the config: it (re)configures uvicorn's loggers
+    ws = cast(type, config.ws)
+    logger.info(
+        "WebSocket protocol: %s.%s (uvicorn %s)", ws.__module__, ws.__name__, uvicorn.__version__
+    )
     server = DrainingServer(config, app, settings.drain_s)
     server.run()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import tempfile
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from progress_core.config import (
@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     # keep idle connections open through proxies: 0 (default) sends none.
     ws_heartbeat_s: float = Field(default=20.0, gt=0, le=3600)
     ws_ping_s: float = Field(default=0.0, ge=0, le=3600)
+    # "lean": our subclass of uvicorn's protocol (progress_gateway.wsproto), lighter per idle
+    # connection; "uvicorn": uvicorn's own sans-I/O protocol, which pings every ws_heartbeat_s.
+    ws_impl: Literal["lean", "uvicorn"] = "lean"
     max_frame_bytes: int = Field(default=64 * 1024, ge=1024, le=16 * 1024 * 1024)
     max_subscriptions: int = Field(default=1000, ge=1, le=100_000)
     max_connections_per_owner: int = Field(default=50, ge=1, le=100_000)

@@ -13,15 +13,23 @@ than CPython's shared-key instance dicts hold (30), so each instance got a dict 
 (1.6 KiB); here every attribute is a slot. The handshake's request, response and scope are
 emptied once the connection is accepted (websockets' parser generator keeps the request alive;
 the query string may hold the token). Server pings start at a random phase.
+
+It overrides and reads uvicorn's private protocol state, which changes between minor releases
+(0.52.1 added the close timer and ``disconnected`` it relies on; before 0.45 there were no server
+pings). ``TESTED_UVICORN`` is the range it was tested on, pinned by ``pyproject.toml`` too; on any
+other uvicorn ``protocol_class`` falls back to uvicorn's own protocol with a warning.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
+import re
 import socket
-from typing import Any, cast
+from typing import Any, Literal, cast
 
+import uvicorn
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.protocol import State
 
@@ -30,6 +38,25 @@ EXTENSION = "pgw.write_frame"
 PING_PAYLOAD = b"pgw!"
 PING_FRAME = bytes((0x89, len(PING_PAYLOAD))) + PING_PAYLOAD
 CLOSE_EXTENSION = "pgw.close_now"
+# The uvicorn releases FrameWriterProtocol is tested on: lowest included, highest excluded. The
+# `server` extra in pyproject.toml pins the same range (a test compares them).
+TESTED_UVICORN = ("0.52.1", "0.56")
+
+WsImpl = Literal["lean", "uvicorn"]
+logger = logging.getLogger("progress_gateway.wsproto")
+
+
+def release(version: str) -> tuple[int, ...]:
+    """``"0.55.0"`` → ``(0, 55, 0)``; a suffix (``rc1``, ``.dev2``) is ignored."""
+    match = re.match(r"\d+(?:\.\d+)*", version)
+    if match is None:
+        raise ValueError(f"not a version number: {version!r}")
+    return tuple(int(part) for part in match.group().split("."))
+
+
+def uvicorn_tested(version: str) -> bool:
+    lowest, above = TESTED_UVICORN
+    return release(lowest) <= release(version) < release(above)
 
 
 def enable_tcp_keepalive(sock: Any, idle_s: float) -> None:
@@ -315,3 +342,28 @@ class FrameWriterProtocol(WebSocketsSansIOProtocol):
             self.read_paused = False
             self.transport.resume_reading()
         self.close_timer = self.loop.call_later(self.close_timeout, self.transport.abort)
+
+
+def protocol_class(
+    impl: WsImpl, uvicorn_version: str = uvicorn.__version__
+) -> type[WebSocketsSansIOProtocol]:
+    """The class for uvicorn's ``ws=``: ours (``lean``) or uvicorn's own (``uvicorn``).
+
+    ``lean`` on a uvicorn outside ``TESTED_UVICORN`` (forced past the pin) gets uvicorn's own
+    protocol and a warning: that one is correct on every release, only heavier per connection,
+    whereas our subclass could misbehave silently where uvicorn's internals changed.
+    """
+    if impl == "uvicorn":
+        return WebSocketsSansIOProtocol
+    if uvicorn_tested(uvicorn_version):
+        return FrameWriterProtocol
+    lowest, above = TESTED_UVICORN
+    logger.warning(
+        "uvicorn %s is outside the range the lean WebSocket protocol is tested on (>=%s,<%s): "
+        "using uvicorn's own protocol instead (as GATEWAY_WS_IMPL=uvicorn would); install a "
+        "uvicorn in that range to get the lean one back",
+        uvicorn_version,
+        lowest,
+        above,
+    )
+    return WebSocketsSansIOProtocol
