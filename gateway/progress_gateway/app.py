@@ -22,6 +22,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
+from progress_gateway.auth import TokenVerifier
 from progress_gateway.broker.base import Broker
 from progress_gateway.broker.redis import RedisBroker
 from progress_gateway.broker.sqlite import SqliteBroker
@@ -106,7 +107,7 @@ def make_leadership(store: JobStore, settings: Settings) -> Leadership:
 
 
 @asynccontextmanager
-async def run_gateway(settings: Settings, secret: str) -> AsyncIterator[Gateway]:
+async def run_gateway(settings: Settings, verifier: TokenVerifier) -> AsyncIterator[Gateway]:
     """Open the store, broker and hub, start the executors and the reaper; close all on exit."""
     metrics = Metrics()
     store = open_store(settings.store_url(), settings.store_options())
@@ -125,7 +126,7 @@ async def run_gateway(settings: Settings, secret: str) -> AsyncIterator[Gateway]
         broker=broker,
         hub=hub,
         metrics=metrics,
-        secret=secret,
+        verifier=verifier,
         limits=Limits(
             max_frame_bytes=settings.max_frame_bytes,
             max_subscriptions=settings.max_subscriptions,
@@ -149,6 +150,7 @@ async def run_gateway(settings: Settings, secret: str) -> AsyncIterator[Gateway]
         interval_s=settings.reap_interval_s,
         metrics=metrics,
     )
+    await verifier.start()  # fetches the JWKS when one is configured; a failure is only logged
     await hub.start()
     reaper.start()
     logger.info("gateway ready: store %s, executors %s", type(store).__name__, sorted(executors))
@@ -163,6 +165,7 @@ async def run_gateway(settings: Settings, secret: str) -> AsyncIterator[Gateway]
             await executor.aclose()
         await hub.aclose()
         await store.aclose()
+        await verifier.aclose()
 
 
 class GatewayApp(Starlette):
@@ -176,12 +179,8 @@ class GatewayApp(Starlette):
     """
 
     def __init__(self, settings: Settings) -> None:
-        if settings.secret is None:
-            raise BadRequest(
-                "GATEWAY_SECRET is not set: the gateway cannot verify tokens without it"
-            )
         self.settings = settings
-        self._secret = settings.secret.get_secret_value()
+        self._verifier = settings.token_verifier()
         self.gateway: Gateway | None = None
         super().__init__(
             routes=[
@@ -200,7 +199,7 @@ class GatewayApp(Starlette):
         """Run the gateway while the block runs: enter it in the lifespan of the outer app."""
         if self.gateway is not None:
             raise RuntimeError("this gateway is already running: enter its lifespan() once")
-        async with run_gateway(self.settings, self._secret) as gateway:
+        async with run_gateway(self.settings, self._verifier) as gateway:
             self.gateway = gateway
             self.state.gateway = gateway  # for the draining server's signal handler
             try:

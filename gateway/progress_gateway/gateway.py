@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from progress_core.codes import CloseCode
 from progress_core.store import JobStore
 
-from progress_gateway.auth import Claims, verify_token
+from progress_gateway.auth import Claims, TokenVerifier
 from progress_gateway.broker.base import Broker
 from progress_gateway.budget import OwnerBudget
 from progress_gateway.hub import Hub
@@ -35,7 +35,7 @@ class Gateway:
     broker: Broker
     hub: Hub
     metrics: Metrics
-    secret: str
+    verifier: TokenVerifier
     limits: Limits
     lifecycle: Lifecycle = field(init=False)
     draining: bool = False
@@ -46,7 +46,7 @@ class Gateway:
         self.budget = OwnerBudget(self.settings.max_connections_per_owner, self.metrics)
 
     def verify(self, token: str) -> Claims:
-        return verify_token(self.secret, token)
+        return self.verifier.verify(token)
 
     def origin_allowed(self, origin: str | None, host: str | None) -> bool:
         """Browsers always send Origin on WebSocket upgrades; other clients may omit it.

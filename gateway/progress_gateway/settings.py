@@ -26,8 +26,9 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from redis.asyncio.connection import parse_url
 
-from progress_gateway.auth import check_secret
+from progress_gateway.auth import ALGORITHMS, AuthConfig, TokenVerifier, check_secret
 from progress_gateway.broker.subscriber import tls_context
+from progress_gateway.jwks import JwksOptions, check_jwks_url, load_pem_key
 
 __all__ = ["Settings"]
 
@@ -53,7 +54,22 @@ class Settings(BaseSettings):
         repr=False,
     )
     sqlite_path: Path = DEFAULT_SQLITE_PATH
+    # Tokens (docs/auth.md): HS256 with ``secret``; RS256/ES256 with one public key (PEM, inline
+    # or from a file) or the keys of a JWKS URL. ``jwt_algorithms`` narrows what is accepted
+    # (default: every algorithm a configured key verifies); ``aud``/``iss`` are checked when set.
     secret: SecretStr | None = None
+    jwt_public_key: str | None = None
+    jwt_public_key_file: Path | None = None
+    jwks_url: str | None = None
+    jwt_algorithms: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    jwt_audience: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    jwt_issuer: str | None = None
+    jwks_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    jwks_max_bytes: int = Field(default=512 * 1024, ge=1024, le=16 * 1024 * 1024)
+    # A token with an unknown ``kid`` makes the gateway refetch the JWKS at most this often;
+    # the set is also refetched in the background every ``jwks_max_age_s``.
+    jwks_min_refresh_s: float = Field(default=30.0, ge=1, le=3600)
+    jwks_max_age_s: float = Field(default=300.0, ge=10, le=86400)
     key_prefix: str = "pgw"
     retention_s: int = Field(default=DEFAULT_RETENTION_S, ge=60)
     history_maxlen: int = Field(default=DEFAULT_HISTORY_MAXLEN, ge=1)
@@ -148,6 +164,110 @@ class Settings(BaseSettings):
             except BadRequest as exc:
                 raise ValueError(exc.message) from exc
         return value
+
+    @field_validator("jwt_algorithms", "jwt_audience", mode="before")
+    @classmethod
+    def _split_list(cls, value: object) -> object:
+        # GATEWAY_JWT_ALGORITHMS="RS256,ES256", GATEWAY_JWT_AUDIENCE="api,https://app.example"
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("jwt_algorithms")
+    @classmethod
+    def _check_algorithms(cls, value: list[str]) -> list[str]:
+        if unknown := [alg for alg in value if alg not in ALGORITHMS]:
+            raise ValueError(
+                f"GATEWAY_JWT_ALGORITHMS: {', '.join(unknown)} not supported; "
+                f"choose from {', '.join(ALGORITHMS)}"
+            )
+        return value
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _check_jwks_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            return check_jwks_url(value)
+        except ValueError as exc:
+            raise ValueError(f"GATEWAY_JWKS_URL {exc}") from None
+
+    @model_validator(mode="after")
+    def _check_token_keys(self) -> Settings:
+        # Builds the verifier once, so a missing file, a bad PEM or an algorithm without a key
+        # stops startup with the variable's name.
+        if self.jwt_public_key is not None and self.jwt_public_key_file is not None:
+            raise ValueError("set GATEWAY_JWT_PUBLIC_KEY or GATEWAY_JWT_PUBLIC_KEY_FILE, not both")
+        if self.jwks_url is not None and self._has_public_key():
+            raise ValueError(
+                "set GATEWAY_JWKS_URL or a public key (GATEWAY_JWT_PUBLIC_KEY[_FILE]), not both"
+            )
+        if self.secret is not None or self._has_public_key() or self.jwks_url is not None:
+            self.auth_config()
+        return self
+
+    def _has_public_key(self) -> bool:
+        return self.jwt_public_key is not None or self.jwt_public_key_file is not None
+
+    def auth_config(self) -> AuthConfig:
+        """What ``TokenVerifier`` needs; raises ``ValueError`` naming the variable at fault."""
+        public_key = None
+        if self.jwt_public_key is not None:
+            try:
+                public_key = load_pem_key(self.jwt_public_key.encode())
+            except ValueError as exc:
+                raise ValueError(f"GATEWAY_JWT_PUBLIC_KEY {exc}") from None
+        elif self.jwt_public_key_file is not None:
+            name = "GATEWAY_JWT_PUBLIC_KEY_FILE"
+            try:
+                pem = self.jwt_public_key_file.expanduser().read_bytes()
+            except OSError as exc:
+                raise ValueError(f"{name}: cannot read {self.jwt_public_key_file}: {exc}") from None
+            try:
+                public_key = load_pem_key(pem)
+            except ValueError as exc:
+                raise ValueError(f"{name} ({self.jwt_public_key_file}) {exc}") from None
+        config = AuthConfig(
+            secret=None if self.secret is None else self.secret.get_secret_value(),
+            public_key=public_key,
+            jwks_url=self.jwks_url,
+            algorithms=frozenset(self.jwt_algorithms),
+            audience=tuple(self.jwt_audience),
+            issuer=self.jwt_issuer,
+            jwks=JwksOptions(
+                timeout_s=self.jwks_timeout_s,
+                min_refresh_s=self.jwks_min_refresh_s,
+                max_age_s=self.jwks_max_age_s,
+                max_bytes=self.jwks_max_bytes,
+            ),
+        )
+        usable: set[str] = set()
+        if config.secret is not None:
+            usable.add("HS256")
+        if public_key is not None:
+            usable.add(public_key[0])
+        if self.jwks_url is not None:
+            usable |= {"RS256", "ES256"}
+        if missing := set(self.jwt_algorithms) - usable:
+            raise ValueError(
+                f"GATEWAY_JWT_ALGORITHMS lists {', '.join(sorted(missing))} but no configured key "
+                "verifies it (HS256: GATEWAY_SECRET; RS256/ES256: GATEWAY_JWT_PUBLIC_KEY[_FILE] "
+                "of that type or GATEWAY_JWKS_URL)"
+            )
+        return config
+
+    def token_verifier(self) -> TokenVerifier:
+        """The verifier of this configuration; ``BadRequest`` when no key is configured."""
+        if self.secret is None and not self._has_public_key() and self.jwks_url is None:
+            raise BadRequest(
+                "no key to verify tokens with: set GATEWAY_SECRET (HS256), "
+                "GATEWAY_JWT_PUBLIC_KEY[_FILE] or GATEWAY_JWKS_URL (RS256/ES256)"
+            )
+        try:
+            return TokenVerifier(self.auth_config())
+        except ValueError as exc:
+            raise BadRequest(str(exc)) from None
 
     @field_validator("key_prefix")
     @classmethod

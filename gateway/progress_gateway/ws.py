@@ -26,6 +26,7 @@ from progress_core.errors import GatewayError
 from progress_core.models import format_time
 from starlette.types import Message, Receive, Scope, Send
 
+from progress_gateway.auth import KeyRefreshNeeded
 from progress_gateway.gateway import Gateway
 from progress_gateway.hub import Snapshot, WatchResult
 from progress_gateway.outbox import Outbox
@@ -147,7 +148,7 @@ class Connection:
         gateway.closers[id(self)] = self.close
         try:
             if token is not None:
-                await self._perform(self.protocol.authenticate(token))
+                await self._step(self.protocol.authenticate, token)
                 token = None  # this frame lives as long as the connection
             deadline = time.monotonic() + gateway.settings.auth_timeout_s
             while not self._closed:
@@ -168,7 +169,7 @@ class Connection:
                         break
                 self.outbox.begin_answer()
                 try:
-                    await self._perform(self.protocol.receive(text_of(message)))
+                    await self._step(self.protocol.receive, text_of(message))
                 except Exception as exc:  # noqa: BLE001 - logged once by _abandon, then closed
                     self._abandon(CloseCode.INTERNAL_ERROR, "internal error", "a frame failed", exc)
                     break
@@ -262,6 +263,16 @@ class Connection:
             taken.set_result(None)
 
     # -- actions -------------------------------------------------------------------------------
+
+    async def _step(self, step: Callable[[str], list[Action]], text: str) -> None:
+        """Run a protocol step and perform its actions. A token naming a signing key the JWKS
+        did not hold waits for one (rate-limited) fetch of the set, then the step runs again."""
+        try:
+            actions = step(text)
+        except KeyRefreshNeeded:
+            await self.gateway.verifier.refresh_keys()
+            actions = step(text)
+        await self._perform(actions)
 
     async def _perform(self, actions: list[Action]) -> None:
         for action in actions:

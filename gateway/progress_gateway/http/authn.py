@@ -23,14 +23,18 @@ REALM = "progress-gateway"
 _UNSAFE_DESCRIPTION = re.compile(r"[^\x20-\x21\x23-\x5b\x5d-\x7e]")
 
 
-def authenticate(request: Request) -> str:
-    """Verify the request's token and return its owner; also kept on ``request.state.owner``."""
+async def authenticate(request: Request) -> str:
+    """Verify the request's token and return its owner; also kept on ``request.state.owner``.
+
+    Awaits only when the token names a signing key not loaded yet (one JWKS fetch, shared and
+    rate-limited); otherwise no I/O.
+    """
     token = _token(request)
     if token is None:
         raise Unauthorized("missing token: send 'Authorization: Bearer <token>' or ?token=")
     gateway: Gateway = request.state.gateway
     try:
-        claims = gateway.verify(token)
+        claims = await gateway.verifier.authenticate(token)
     except Unauthorized as exc:
         request.state.auth_challenge = challenge(exc.message)
         raise

@@ -52,7 +52,7 @@ _SEQ_RE = re.compile(r"[0-9]{1,18}")
 
 async def read_export(request: Request) -> Response:
     """The snapshot; 304 when ``If-None-Match`` has its seq; ``?wait=`` long-polls for a change."""
-    gateway, owner, job_id = _job_request(request)
+    gateway, owner, job_id = await _job_request(request)
     wait_s = _wait_param(request, gateway.settings.max_wait_s)
     tags = _entity_tags(request.headers.get("if-none-match"))
     snapshot = await _owned_snapshot(gateway, owner, job_id)
@@ -78,7 +78,7 @@ async def read_export(request: Request) -> Response:
 
 async def export_events(request: Request) -> Response:
     """Server-Sent Events of one job, from what ``Last-Event-ID`` says the client has."""
-    gateway, owner, job_id = _job_request(request)
+    gateway, owner, job_id = await _job_request(request)
     last_seq = _last_event_id(request)
     await _owned_snapshot(gateway, owner, job_id)
     watch = JobWatch(gateway, owner, job_id, request.receive, "sse")
@@ -95,7 +95,7 @@ async def export_events(request: Request) -> Response:
 
 
 async def export_history(request: Request) -> Response:
-    gateway, owner, job_id = _job_request(request)
+    gateway, owner, job_id = await _job_request(request)
     await _owned_snapshot(gateway, owner, job_id)
     events = await gateway.store.history(job_id)
     return JSONResponse({"events": [event.to_dict() for event in events]}, headers=NO_STORE)
@@ -107,7 +107,7 @@ async def active_exports(request: Request) -> Response:
     Stale jobs are checked with their executors first (lazy finalization): a user who comes back
     sees the true final state even if no gateway was running when the job ended.
     """
-    owner = authenticate(request)
+    owner = await authenticate(request)
     gateway: Gateway = request.state.gateway
     recent_s = _recent_param(request, gateway.settings.recent_s)
     owned = await gateway.store.owner_jobs(owner, recent_s=recent_s)
@@ -141,7 +141,7 @@ async def _finalize_stale(gateway: Gateway, jobs: list[Job]) -> tuple[list[Job],
 
 async def create_export(request: Request) -> Response:
     """Validate, create, spawn on the kind's executor, store the call id, then answer 201."""
-    owner = authenticate(request)
+    owner = await authenticate(request)
     gateway: Gateway = request.state.gateway
     try:
         payload = jsonlimits.loads(await request.body())
@@ -163,7 +163,7 @@ async def create_export(request: Request) -> Response:
 async def cancel_export(request: Request) -> Response:
     """Cancel: queued → cancelled at once; running → ``cancel_requested`` and the executor call
     is cancelled, the job ending ``cancelled``; idempotent; 409 once succeeded or failed."""
-    gateway, owner, job_id = _job_request(request)
+    gateway, owner, job_id = await _job_request(request)
     # No body is needed, but read any that was sent: an oversized one is a 413 before any write.
     await request.body()
     await _owned_snapshot(gateway, owner, job_id)
@@ -352,9 +352,9 @@ async def _send_body(send: Send, chunk: bytes) -> None:
 # -- request parsing and responses ----------------------------------------------------------------
 
 
-def _job_request(request: Request) -> tuple[Gateway, str, str]:
+async def _job_request(request: Request) -> tuple[Gateway, str, str]:
     """Authenticate first, then check the id: a bad token is a 401 even with a bad id."""
-    owner = authenticate(request)
+    owner = await authenticate(request)
     job_id = check_job_id(request.path_params["id"])
     return request.state.gateway, owner, job_id
 
