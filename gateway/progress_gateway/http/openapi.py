@@ -284,11 +284,15 @@ OPERATIONS: dict[object, Operation] = {
 
 
 async def openapi(request: Request) -> Response:
-    gateway: Gateway = request.state.gateway
-    document = openapi_document(gateway.settings, request.app.routes)
+    # Built once per app: generating takes milliseconds of event loop, and anyone may ask.
+    document: Doc | None = getattr(request.app.state, "openapi_document", None)
+    if document is None:
+        gateway: Gateway = request.state.gateway
+        document = openapi_document(gateway.settings, request.app.routes)
+        request.app.state.openapi_document = document
     root_path = request.scope.get("root_path", "")
     if root_path:  # mounted under a prefix: the paths are relative to it
-        document["servers"] = [{"url": root_path}]
+        document = {**document, "servers": [{"url": root_path}]}
     return JSONResponse(document)
 
 
