@@ -39,7 +39,7 @@ from progress_core.models import (
 from progress_core.store import JobStore
 from progress_workers.kinds import JobKind, get_kind
 
-from progress_gateway.executors.base import Executor, Failed, Running, Succeeded, Unknown
+from progress_gateway.executors.base import Bounded, Executor, Failed, Running, Succeeded, Unknown
 from progress_gateway.metrics import Metrics
 from progress_gateway.tasks import TaskGroup
 
@@ -165,7 +165,13 @@ class Lifecycle:
                 logger.warning("cannot poll job %s (%s): %s", job.id, job.call_id, exc)
                 return job
         if isinstance(state, Running):
-            return job
+            if not (isinstance(executor, Bounded) and _silent_s(job) > executor.max_run_s):
+                return job
+            state = Unknown(
+                f"{executor.name} still reports call {job.call_id} running, but its worker has "
+                f"not reported for {_silent_s(job):.0f} s, longer than any call may run "
+                f"({executor.max_run_s:g} s: the function's timeout plus a margin)"
+            )
         change: Change
         reason: str
         if isinstance(state, Succeeded):

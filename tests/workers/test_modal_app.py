@@ -3,6 +3,7 @@ functions' body works against a real Redis (run here with ``Function.local``).""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -13,9 +14,17 @@ import pytest
 from progress_core.models import Create, JobStatus
 from progress_core.store import StoreOptions, open_store
 from progress_workers import modal_app
-from progress_workers.kinds import KINDS
+from progress_workers.kinds import KINDS, JobKind
+from progress_workers.runner import WorkerFailed
+from progress_workers.sync import ProgressClient, Reporter
+from pydantic import BaseModel, ConfigDict
 
 from tests.support.redis_server import RedisServer
+
+
+class NoParams(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -64,7 +73,9 @@ def test_a_function_refuses_to_run_without_the_redis_secret(
 ) -> None:
     monkeypatch.delenv("GATEWAY_REDIS_URL", raising=False)
     monkeypatch.delenv("REDIS_URL", raising=False)
-    with pytest.raises(RuntimeError, match=r"GATEWAY_REDIS_URL is not set.*progress-gateway-redis"):
+    with pytest.raises(
+        WorkerFailed, match=r"^RuntimeError: GATEWAY_REDIS_URL is not set.*progress-gateway-redis"
+    ):
         modal_app.demo.local("00000000-0000-4000-8000-000000000000", {})
 
 
@@ -86,3 +97,43 @@ async def test_the_deployed_function_body_runs_a_job_against_redis(
     assert done.status is JobStatus.SUCCEEDED
     assert done.result == result
     assert done.call_id is None  # outside a container Modal has no call id to record
+
+
+def time_out(reporter: Reporter, params: NoParams) -> None:
+    """A worker whose own call times out (a socket, an HTTP client): the builtin TimeoutError."""
+    reporter.update(10)
+    raise TimeoutError("read from the object store timed out")
+
+
+def lose_modal(reporter: Reporter, params: NoParams) -> None:
+    """A worker that calls Modal itself and cannot reach it."""
+    raise modal.exception.ConnectionError("Could not connect to the Modal server.")
+
+
+@pytest.mark.parametrize(
+    ("function", "message"),
+    [
+        ("time_out", "TimeoutError: read from the object store timed out"),
+        ("lose_modal", "ConnectionError: Could not connect to the Modal server."),
+    ],
+)
+async def test_every_exception_leaving_a_function_is_wrapped_in_worker_failed(
+    store_url: str, store_options: StoreOptions, function: str, message: str
+) -> None:
+    # get() re-raises the function's exception on the gateway: unwrapped, these two would read
+    # as "still running" and "Modal is down" forever.
+    kind = JobKind("raiser", NoParams, f"tests.workers.test_modal_app:{function}", "modal", "x")
+    store = open_store(store_url, store_options)
+    try:
+        job = await store.create(Create.build(owner="alice", kind="raiser", params={}))
+        with (
+            ProgressClient.from_url(store_url, store_options) as client,
+            pytest.raises(WorkerFailed) as raised,
+        ):
+            await asyncio.to_thread(modal_app.run_input, client, job.id, kind, {}, call_id=None)
+        done = await store.get(job.id)
+    finally:
+        await store.aclose()
+    assert type(raised.value) is WorkerFailed and str(raised.value) == message
+    assert done.status is JobStatus.FAILED
+    assert done.error is not None and done.error.message == message

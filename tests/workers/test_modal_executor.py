@@ -12,7 +12,7 @@ from pathlib import Path
 import modal.exception
 import pytest
 from progress_core.errors import ExecutorError, ExecutorUnavailable, JobFinished
-from progress_core.models import Create, Job, JobStatus
+from progress_core.models import AttachCall, Create, Job, JobStatus
 from progress_core.store import JobStore, StoreOptions
 from progress_gateway.executors.base import CallState, Failed, Running, Succeeded, Unknown
 from progress_gateway.executors.modal import MODAL_MIN_VERSION, ModalExecutor, check_sdk_version
@@ -20,6 +20,7 @@ from progress_gateway.lifecycle import Lifecycle
 from progress_gateway.metrics import Metrics
 from progress_workers.kinds import KINDS
 from progress_workers.modal_app import APP_NAME
+from progress_workers.runner import WorkerFailed
 from progress_workers.sync import ProgressClient
 
 from tests.support.contract import eventually
@@ -292,6 +293,35 @@ async def test_a_preempted_input_runs_again_as_a_new_attempt(
     assert await settled(executor, call_id) == Succeeded(done.result)
 
 
+async def test_a_call_still_running_past_the_function_timeout_with_a_silent_worker_is_lost(
+    standin: ModalStandIn, store: JobStore
+) -> None:
+    # A worker whose own TimeoutError escaped unwrapped (an older deploy), with the store out of
+    # its reach: get() says "no output yet" for ever. Modal kills any input at its timeout, so
+    # past it (plus a margin) with no report, nothing can be running.
+    executor = ModalExecutor(APP_NAME, KINDS, sdk=standin, function_timeout_s=2, timeout_margin_s=1)
+    lifecycle = Lifecycle(store, {"modal": executor}, KINDS, Metrics())
+    job = await store.create(
+        Create.build(owner="alice", kind="demo_modal", params={}, executor="modal")
+    )
+    job = await store.apply(job.id, AttachCall.build(executor="modal", call_id="fc-01"))
+    standin.failures["get"] = TimeoutError()
+    assert await executor.poll("fc-01") == Running()
+    try:
+        assert (await lifecycle.finalize(job)).status is JobStatus.QUEUED
+
+        async def lost() -> bool:
+            return (await lifecycle.finalize(await store.get(job.id))).terminal
+
+        await eventually(lost, 30, "the silent call to be finalized")
+    finally:
+        await lifecycle.aclose()
+    done = await store.get(job.id)
+    assert done.status is JobStatus.FAILED
+    assert done.error is not None and done.error.code == "worker_lost"
+    assert "still reports call fc-01 running" in done.error.message
+
+
 # -- start -------------------------------------------------------------------------------------
 
 
@@ -404,6 +434,13 @@ POLL_ANSWERS: list[tuple[BaseException, CallState]] = [
         Failed("worker_error", "ExecutionError: Could not deserialize remote exception"),
     ),
     (ValueError("bad frame in clip 3"), Failed("worker_error", "ValueError: bad frame in clip 3")),
+    # The deployed function wraps its own exceptions: a worker's TimeoutError or Modal
+    # ConnectionError is its failure, not "running" or "Modal is down".
+    (WorkerFailed("TimeoutError: timed out"), Failed("worker_error", "TimeoutError: timed out")),
+    (
+        WorkerFailed("ConnectionError: Could not connect to the Modal server."),
+        Failed("worker_error", "ConnectionError: Could not connect to the Modal server."),
+    ),
 ]
 
 POLL_UNKNOWN: list[BaseException] = [

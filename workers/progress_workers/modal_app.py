@@ -41,8 +41,9 @@ import modal
 from progress_core.config import StoreConfig, worker_heartbeat_s
 from progress_core.errors import JobFinished
 
-from progress_workers.reporter import DEFAULT_HEARTBEAT_S
-from progress_workers.runner import run_job
+from progress_workers.kinds import JobKind
+from progress_workers.reporter import DEFAULT_HEARTBEAT_S, describe_exception
+from progress_workers.runner import WorkerFailed, run_job
 from progress_workers.sync import ProgressClient
 
 logger = logging.getLogger("progress_workers.modal_app")
@@ -85,10 +86,21 @@ def _preemption_tolerated() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+@contextmanager
+def _failures_wrapped() -> Iterator[None]:
+    """Turn any ``Exception`` leaving a deployed function into one ``WorkerFailed``."""
+    try:
+        yield
+    except WorkerFailed:
+        raise
+    except Exception as exc:
+        raise WorkerFailed(describe_exception(exc)) from exc
+
+
 def run_input(
     client: ProgressClient,
     job_id: str,
-    kind: str,
+    kind: str | JobKind,
     params: object,
     *,
     call_id: str | None,
@@ -97,9 +109,11 @@ def run_input(
     """The body of every function here: run the job's kind under a reporter.
 
     A retried input whose job has already ended (finished by the interrupted attempt, or
-    cancelled meanwhile) returns ``None`` rather than failing the Modal call.
+    cancelled meanwhile) returns ``None`` rather than failing the Modal call. Any other exception
+    leaves as ``WorkerFailed`` (see there); Modal's ``InputCancellation`` and interrupts, which
+    are not ``Exception``, pass unchanged for Modal's container to handle.
     """
-    with _preemption_tolerated():
+    with _failures_wrapped(), _preemption_tolerated():
         try:
             return run_job(
                 client,
@@ -127,16 +141,17 @@ def _store_config() -> StoreConfig:
 
 
 def _run(job_id: str, kind: str, params: object) -> object:
-    config = _store_config()
-    with ProgressClient.from_url(config.url, config.options) as client:
-        return run_input(
-            client,
-            job_id,
-            kind,
-            params,
-            call_id=modal.current_function_call_id(),
-            heartbeat_s=worker_heartbeat_s(default=DEFAULT_HEARTBEAT_S),
-        )
+    with _failures_wrapped():
+        config = _store_config()
+        with ProgressClient.from_url(config.url, config.options) as client:
+            return run_input(
+                client,
+                job_id,
+                kind,
+                params,
+                call_id=modal.current_function_call_id(),
+                heartbeat_s=worker_heartbeat_s(default=DEFAULT_HEARTBEAT_S),
+            )
 
 
 @app.function(image=image, secrets=[redis_secret], timeout=FUNCTION_TIMEOUT_S)

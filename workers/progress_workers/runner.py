@@ -13,6 +13,20 @@ from progress_workers.sync import ProgressClient
 logger = logging.getLogger("progress_workers.runner")
 
 
+class WorkerFailed(Exception):
+    """What every exception leaving a deployed Modal function becomes: ``"Type: message"``.
+
+    ``FunctionCall.get`` re-raises the function's own exception on the gateway, whatever its
+    class, so a worker's ``TimeoutError`` (on Python 3.11 also ``socket.timeout`` and
+    ``asyncio.TimeoutError``) or a Modal ``ConnectionError`` of its own would read as "still
+    running" or "Modal is down" forever. Wrapped, it can only mean "the worker failed".
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
 def run_job(
     client: ProgressClient,
     job_id: str,

@@ -8,7 +8,7 @@ truth about a job whose heartbeat went quiet: it never guesses from age.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, TypeAlias
+from typing import Protocol, TypeAlias, runtime_checkable
 
 from progress_core.models import Job
 
@@ -58,3 +58,12 @@ class Executor(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Bounded(Protocol):
+    """An executor whose calls cannot outlive ``max_run_s`` (Modal kills an input at its
+    function's timeout): a call it still reports running after its worker has been silent that
+    long is lost, whatever the executor says."""
+
+    max_run_s: float

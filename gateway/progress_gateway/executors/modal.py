@@ -17,15 +17,17 @@ module: failures to reach Modal become ``ExecutorUnavailable``, anything else ``
     FunctionTimeoutError                                Failed("timeout")
     InputCancellation, or a RemoteError/ExecutionError  Failed("cancelled")
       that mentions cancellation
+    WorkerFailed (the worker's own exception, wrapped)  Failed("worker_error", the worker's message)
     ExecutionError, RemoteError, any other exception    Failed("worker_error", the worker's message)
       (the worker's own, re-raised by the SDK)
     ConnectionError, ServiceError, AuthError, … or no   raises ExecutorUnavailable: the caller
       answer within timeout_s                             retries later, never finalizes on it
 
-A worker's own exception is re-raised by ``get`` whatever its class, so one that happens to be a
-``TimeoutError`` or a Modal connectivity error reads as "running" / "unavailable". The worker's
-reporter records the job's failure before the call ends, so this only matters when the store was
-unreachable for the worker too.
+``get`` re-raises a worker's own exception whatever its class, so the deployed functions wrap every
+exception of theirs in ``WorkerFailed`` (progress_workers/runner.py): a worker's ``TimeoutError``
+or Modal ``ConnectionError`` cannot pass for "running" or "unavailable". As a backstop for a call
+that says "running" for ever, ``max_run_s`` (the function's timeout plus a margin) bounds how long
+the lifecycle believes it while the job's worker is silent.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from progress_core.errors import ExecutorError, ExecutorUnavailable
 from progress_core.models import Job
 from progress_workers.kinds import JobKind
 from progress_workers.reporter import describe_exception
+from progress_workers.runner import WorkerFailed
 from pydantic import JsonValue
 
 from progress_gateway.executors.base import CallState, Failed, Running, Succeeded, Unknown
@@ -50,6 +53,11 @@ DEPLOY_HINT = "deploy it with `modal deploy workers/progress_workers/modal_app.p
 CREDENTIALS_HINT = (
     "set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET (or run `modal token new`) for the gateway"
 )
+
+# The deployed functions' timeout (``FUNCTION_TIMEOUT_S`` in progress_workers/modal_app.py) and the
+# margin past it after which a call Modal still reports running, with a silent worker, is lost.
+DEFAULT_FUNCTION_TIMEOUT_S = 3600.0
+DEFAULT_TIMEOUT_MARGIN_S = 300.0
 
 # The oldest SDK whose RPC failures are all typed ``modal.exception`` classes (see
 # ``check_sdk_version``); pyproject's ``modal`` and ``test`` extras require it too.
@@ -174,12 +182,19 @@ class ModalExecutor:
         sdk: ModalSDK | None = None,
         environment_name: str | None = None,
         timeout_s: float = 30.0,
+        function_timeout_s: float = DEFAULT_FUNCTION_TIMEOUT_S,
+        timeout_margin_s: float = DEFAULT_TIMEOUT_MARGIN_S,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
+        if function_timeout_s <= 0 or timeout_margin_s < 0:
+            raise ValueError("function_timeout_s must be > 0 and timeout_margin_s >= 0")
         self.app_name = app_name
         self.environment_name = environment_name
         self.timeout_s = timeout_s
+        # Bounded: no input runs past its function's timeout; a call still "running" after its
+        # worker has been silent this long is lost (the lifecycle finalizes it).
+        self.max_run_s = function_timeout_s + timeout_margin_s
         self._functions_by_kind: dict[str, str] = {}
         for kind in kinds.values():
             if kind.executor != self.name:
@@ -316,7 +331,10 @@ class ModalExecutor:
         errors = self._errors
         message = describe_exception(exc)
         state: CallState
-        if isinstance(exc, errors.OutputExpiredError):
+        if isinstance(exc, WorkerFailed):
+            # The deployed function wraps every exception of its own in WorkerFailed.
+            state = Failed("worker_error", exc.message)
+        elif isinstance(exc, errors.OutputExpiredError):
             state = Unknown(f"Modal no longer holds the output of call {call_id} ({message})")
         elif isinstance(exc, errors.FunctionTimeoutError):
             state = Failed("timeout", message)
