@@ -13,6 +13,9 @@ import pytest
 
 from tests.packaging.conftest import ensure_node_modules, run
 
+# npm ci and the build take a while on a loaded machine; each step still has its own timeout.
+pytestmark = pytest.mark.timeout(300)
+
 PACKAGE = "@progress-gateway/client"
 CONSUMER_MJS = f"""\
 import {{ ProgressClient, CloseCode, isTerminal }} from "{PACKAGE}";

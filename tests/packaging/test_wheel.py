@@ -23,6 +23,9 @@ import pytest
 from tests.packaging.conftest import git, run
 from tests.support.redis_server import free_port, wait_until
 
+# Builds and installs take a while on a loaded machine; each step still has its own timeout.
+pytestmark = pytest.mark.timeout(300)
+
 OUR_TOP_LEVEL = {"progress_core", "progress_gateway", "progress_workers"}
 SOURCE_ROOTS = {
     "core": "progress_core",
@@ -121,7 +124,10 @@ def demo(venv: Path, app_dir: Path) -> Iterator[tuple[str, dict[str, str]]]:
             return httpx.get(f"{base}/healthz", timeout=1).status_code == 200
 
         try:
-            wait_until(lambda: printed_token() and healthy(), 30, "the demo to start")
+            try:
+                wait_until(lambda: printed_token() and healthy(), 30, "the demo to start")
+            except TimeoutError as exc:
+                raise AssertionError(f"{exc}; its output:\n{log_path.read_text()}") from exc
             yield base, {"Authorization": f"Bearer {printed_token()}"}
         finally:
             process.send_signal(signal.SIGTERM)
