@@ -412,7 +412,6 @@ def test_a_modal_kind_must_name_its_function(tmp_path: Path) -> None:
 
 POLL_ANSWERS: list[tuple[BaseException, CallState]] = [
     (TimeoutError(), Running()),
-    (modal.exception.TimeoutError("no output yet"), Running()),
     (
         modal.exception.FunctionTimeoutError("Function timed out after 3600s"),
         Failed("timeout", "FunctionTimeoutError: Function timed out after 3600s"),
@@ -453,6 +452,14 @@ POLL_UNAVAILABLE: list[BaseException] = [
     modal.exception.ConnectionError("Could not connect to the Modal server."),
     modal.exception.ServiceError("UNAVAILABLE"),
     modal.exception.AuthError("Token missing."),
+    # Transient: none of these says the call is gone (FAILED_PRECONDITION / ABORTED are a
+    # ConflictError, a subclass of InvalidError; modal's own TimeoutError is an RPC deadline).
+    modal.exception.ConflictError("aborted, try again"),
+    modal.exception.InvalidError("Invalid argument"),
+    modal.exception.ResourceExhaustedError("rate limited"),
+    modal.exception.InternalError("internal"),
+    modal.exception.TimeoutError("deadline exceeded"),
+    modal.exception.ClientClosed(),
 ]
 
 

@@ -209,6 +209,14 @@ class ModalExecutor:
             getattr(errors, name) for name in _OUTAGE_ERRORS if hasattr(errors, name)
         )
         self._input_cancellation: type[BaseException] = errors.InputCancellation
+        # What get() raises to describe the call's own outcome (``_process_result`` in
+        # modal/_utils/function_utils.py), as opposed to a failed RPC.
+        self._outcomes: tuple[type[BaseException], ...] = (
+            errors.RemoteError,
+            errors.ExecutionError,
+            errors.DeserializationError,
+            errors.SerializationError,
+        )
         self._handles: dict[str, ModalFunction] = {}
 
     # -- Executor --------------------------------------------------------------------------------
@@ -338,22 +346,24 @@ class ModalExecutor:
             state = Unknown(f"Modal no longer holds the output of call {call_id} ({message})")
         elif isinstance(exc, errors.FunctionTimeoutError):
             state = Failed("timeout", message)
-        elif isinstance(exc, TimeoutError | errors.TimeoutError):
-            # Builtin TimeoutError is how get(timeout=0) says "no output yet"; older SDKs raised
-            # modal.exception.TimeoutError (a different class) for the same thing.
+        elif isinstance(exc, TimeoutError):
+            # The builtin TimeoutError is how get(timeout=0) says "no output yet".
             state = Running()
-        elif isinstance(exc, self._outage):
-            raise ExecutorUnavailable(
-                f"cannot poll call {call_id}: Modal is unavailable ({message})"
-            ) from exc
-        elif isinstance(exc, errors.NotFoundError | errors.InvalidError):
+        elif isinstance(exc, errors.NotFoundError):
             state = Unknown(f"Modal does not know call {call_id} ({message})")
-        elif isinstance(exc, getattr(errors, "InternalFailure", ())):
+        elif isinstance(exc, errors.InternalFailure):
             state = Unknown(f"Modal lost call {call_id} to an internal failure ({message})")
         elif isinstance(exc, errors.RemoteError | errors.ExecutionError) and "cancel" in (
             message.lower()
         ):
             state = Failed("cancelled", message)
+        elif isinstance(exc, errors.Error) and not isinstance(exc, self._outcomes):
+            # Any other Modal error is about the RPC, not the call (ConflictError is an
+            # InvalidError, ServiceError covers UNAVAILABLE and DEADLINE_EXCEEDED, modal's own
+            # TimeoutError is an RPC deadline): ask again later, never finalize on it.
+            raise ExecutorUnavailable(
+                f"cannot poll call {call_id}: Modal is unavailable ({message})"
+            ) from exc
         else:
             state = Failed("worker_error", message)
         logger.debug("call %s: %s", call_id, state)
