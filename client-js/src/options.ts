@@ -5,7 +5,10 @@ import { DEFAULT_BACKOFF } from "./backoff.js";
 import type { EventSourceConstructor, FetchLike, TokenProvider, WebSocketConstructor } from "./types.js";
 
 export interface ProgressClientOptions {
-  /** The gateway's base URL, `http(s)://host:port` (a path prefix is kept). */
+  /**
+   * The gateway's base URL, `http(s)://host:port`. A path prefix is kept for every transport:
+   * `https://app.example/progress` for a gateway mounted at `/progress` (docs/mounting.md).
+   */
   url: string;
   /** A token, or a function returning a fresh one; called again after 4401 / HTTP 401. */
   token: TokenProvider;
