@@ -148,6 +148,8 @@ class TokenVerifier:
         if unusable := wanted - usable:
             raise BadRequest(f"no configured key verifies {', '.join(sorted(unusable))}")
         self.algorithms = frozenset(wanted)
+        self._only_secret = self.algorithms == {"HS256"}
+        self._secret_key = self._secret or b""
         self._allowed = ", ".join(a for a in ALGORITHMS if a in self.algorithms)
         if config.jwks_url is not None:
             self.jwks = JwksCache(config.jwks_url, self.algorithms, config.jwks)
@@ -195,9 +197,13 @@ class TokenVerifier:
             KeyRefreshNeeded: its ``kid`` is unknown and the key set may be fetched now: await
                 ``refresh_keys()`` and verify again.
         """
+        key: bytes | PublicKey
         try:
-            header = jwt.get_unverified_header(token)
-            alg, key = self._key_for(header)
+            if self._only_secret:
+                # One key, one algorithm: no need to read the header first (PyJWT checks alg).
+                alg, key = "HS256", self._secret_key
+            else:
+                alg, key = self._key_for(jwt.get_unverified_header(token))
             payload: dict[str, Any] = jwt.decode(
                 token,
                 key,
