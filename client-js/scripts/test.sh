@@ -19,7 +19,9 @@ if [ ! -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ]; then
     SUDO=(sudo)
   fi
   "${SUDO[@]}" apt-get update -q
-  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium
+  # Headless Chromium needs none of its recommends (fonts, desktop integration, …): ~25
+  # packages instead of ~125.
+  "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
 fi
 
 if [ -f package-lock.json ]; then

@@ -13,6 +13,7 @@
  *                        └──── WebSocket probe every `probeIntervalMs` opens ────► open
  *
  *   close() from any state ──► closed (nothing reconnects; `connect()` starts again)
+ *   a fixed-string token refused (4401, HTTP 401) ──► closed, one fatal `unauthorized` error
  *
  * Every snapshot from every transport goes through one `JobBook`, so listeners only ever see
  * increasing seqs (until a reset: the store went back, and its snapshot replaces the client's)
@@ -27,7 +28,7 @@ import { backoff, smallJitter } from "./backoff.js";
 import { BrowserHooks } from "./browser.js";
 import { CloseCode, ErrorCode, isRetryable, reactionTo } from "./codes.js";
 import { TypedEventTarget } from "./events.js";
-import { HttpApi, jobPath } from "./http.js";
+import { HttpApi, HttpError, jobPath } from "./http.js";
 import type { ProgressClientOptions, Settings } from "./options.js";
 import { resolveSettings } from "./options.js";
 import { TokenSource } from "./token.js";
@@ -132,6 +133,11 @@ export class ProgressClient extends TypedEventTarget<ClientEventMap> {
   /** Stop everything; listeners and watches stay registered for a later `connect()`. */
   close(): void {
     if (!this.started) return;
+    this.stopAll();
+    this.setState(State.Closed, this.currentTransport);
+  }
+
+  private stopAll(): void {
     this.started = false;
     clearTimeout(this.reconnectTimer);
     clearTimeout(this.probeTimer);
@@ -142,7 +148,35 @@ export class ProgressClient extends TypedEventTarget<ClientEventMap> {
     this.stopFeeds();
     this.browser?.detach();
     this.browser = null;
-    this.setState(State.Closed, this.currentTransport);
+  }
+
+  /**
+   * The gateway refused a token that cannot change (a string, not a function): every retry
+   * would be refused too. Stop as `close()` does and say so once, with `fatal` set; the state
+   * event carries the close code (4401 for HTTP 401 too). `connect()` starts again.
+   */
+  private stopRefused(reason: string): void {
+    if (!this.started) return;
+    this.stopAll();
+    this.setState(State.Closed, this.currentTransport, { code: CloseCode.UNAUTHORIZED, reason });
+    this.emit("error", {
+      code: ErrorCode.UNAUTHORIZED,
+      message:
+        `the gateway refused the token (${reason}); it is a fixed string, so the client stopped: ` +
+        "create the client with a fresh token, or pass a function that returns one",
+      fatal: true,
+    });
+  }
+
+  /** Whether `error` is the gateway refusing a token that no refresh can replace. */
+  private refusedForGood(error: unknown): error is HttpError {
+    return error instanceof HttpError && error.status === 401 && !this.tokens.refreshable;
+  }
+
+  /** Report a failed background request (restore, recheck); a refused fixed token stops all. */
+  private backgroundFailure(error: unknown, jobId?: string): void {
+    if (this.refusedForGood(error)) this.stopRefused(`HTTP 401: ${error.message}`);
+    else this.emit("error", errorContext(error, jobId));
   }
 
   /**
@@ -241,7 +275,7 @@ export class ProgressClient extends TypedEventTarget<ClientEventMap> {
       const job = (await response.json()) as JobSnapshot;
       this.deliver(job, job.seq < seq);
     } catch (error) {
-      this.emit("error", errorContext(error, id));
+      this.backgroundFailure(error, id);
     }
   }
 
@@ -280,7 +314,7 @@ export class ProgressClient extends TypedEventTarget<ClientEventMap> {
           try {
             await this.active();
           } catch (error) {
-            this.emit("error", errorContext(error));
+            this.backgroundFailure(error);
           }
         } while (this.restoreAgain && this.started && this.book.mineCount > 0);
       } finally {
@@ -364,13 +398,23 @@ export class ProgressClient extends TypedEventTarget<ClientEventMap> {
     if (role === "probe") {
       if (connection !== null && this.probe !== connection) return;
       this.probe = null;
-      if (event.code === CloseCode.UNAUTHORIZED) void this.refreshToken();
+      if (event.code === CloseCode.UNAUTHORIZED) {
+        if (!this.tokens.refreshable) {
+          this.stopRefused(event.reason || `WebSocket close ${event.code}`);
+          return;
+        }
+        void this.refreshToken();
+      }
       this.scheduleProbe(this.settings.probeIntervalMs);
       return;
     }
     if (connection !== null && this.ws !== connection) return;
     this.ws = null;
     const reaction = reactionTo(event.code);
+    if (reaction === "refresh_token" && !this.tokens.refreshable) {
+      this.stopRefused(event.reason || `WebSocket close ${event.code}`);
+      return;
+    }
     if (event.ready) {
       this.attempt = 0;
       this.openFailures = 0;
@@ -383,12 +427,6 @@ export class ProgressClient extends TypedEventTarget<ClientEventMap> {
     let delayMs = backoff(Math.max(0, this.attempt - 1), minMs, maxMs, random);
     if (reaction === "reconnect_now") delayMs = smallJitter(this.settings.goingAwayJitterMs, random);
     if (reaction === "back_off_longer") delayMs += this.settings.tooManyConnectionsMs;
-    if (reaction === "refresh_token" && !this.tokens.refreshable) {
-      this.emit("error", {
-        code: ErrorCode.UNAUTHORIZED,
-        message: `the gateway refused the token (${event.reason || event.code}) and it is a fixed string`,
-      });
-    }
     this.setState(State.Reconnecting, Transport.WebSocket, {
       delayMs,
       code: event.code,
@@ -510,6 +548,10 @@ export class ProgressClient extends TypedEventTarget<ClientEventMap> {
   }
 
   private onFeedTrouble(error: ErrorContext): void {
+    if (this.refusedForGood(error.cause)) {
+      this.stopRefused(`HTTP 401: ${error.message}`);
+      return;
+    }
     if (this.currentState !== State.Fallback || this.currentTransport !== Transport.Sse) return;
     this.sseFailures += 1;
     if (this.sseFailures === this.settings.sseFailuresBeforePoll) {

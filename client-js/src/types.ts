@@ -110,6 +110,11 @@ export interface ErrorContext {
   jobId?: string;
   /** The HTTP status, for errors from the HTTP API. */
   status?: number;
+  /**
+   * The client stopped because of it (state `closed`) and retries nothing until `connect()`:
+   * a fixed-string token the gateway refused.
+   */
+  fatal?: boolean;
   cause?: unknown;
 }
 

@@ -11,6 +11,7 @@ import { after, before, test, type TestContext } from "node:test";
 import type { Browser, ElementHandle, Page } from "playwright-core";
 import type { JobSnapshot } from "../src/types.js";
 import { DemoGateway, launchBrowser, screenshot } from "./support/browser.js";
+import { mintToken } from "./support/processes.js";
 import { BlockingProxy } from "./support/proxy.js";
 
 let browser: Browser;
@@ -348,5 +349,27 @@ test("without a token the page says how to get one", async (t) => {
     await page.locator("#problem").waitFor();
     assert.match(await page.locator("#problem").innerText(), /progress-gateway demo/);
     assert.equal(await page.locator("#app").isHidden(), true);
+  });
+});
+
+test("a token the gateway refuses: the page stops, says what to do once, and does not retry", async (t) => {
+  await withDemo(t, "h-token-refused", async ({ gateway, page }) => {
+    const sockets: string[] = [];
+    page.on("websocket", (socket) => sockets.push(socket.url()));
+    // Signed with another secret than the one this demo keeps: refused with 4401.
+    const foreign = await mintToken("demo");
+    await page.goto(`${gateway.url}/?token=${foreign}`);
+    await waitForConnection(page, "closed");
+    await page.locator("#problem").waitFor();
+    const problem = await page.locator("#problem").innerText();
+    assert.match(problem, /refused this page's token/);
+    assert.match(problem, /progress-gateway demo/);
+    assert.equal((problem.match(/refused this page's token/g) ?? []).length, 1, "said once");
+    assert.equal(await page.locator("#connection").innerText(), "stopped · token refused");
+    assert.equal(await page.locator('#start button[type="submit"]').isDisabled(), true);
+    await page.locator("#log-panel summary").click();
+    const log = await page.locator("#log").innerText();
+    assert.doesNotMatch(log, /reconnecting/);
+    assert.equal(sockets.length, 1, `WebSockets opened: ${sockets.join(", ")}`);
   });
 });

@@ -118,15 +118,6 @@ test("4401 gets a fresh token from the token function before reconnecting", asyn
   assert.equal(client.state, "open");
 });
 
-test("a fixed token refused with 4401 is reported and retried with backoff", async () => {
-  const { errors } = makeClient();
-  await waitFor(() => FakeWebSocket.instances.length === 1, "a socket");
-  FakeWebSocket.last.open();
-  FakeWebSocket.last.serverClose(4401, "token expired");
-  assert.equal(errors[0]?.code, "unauthorized");
-  await waitFor(() => FakeWebSocket.instances.length === 2, "the retry");
-});
-
 test("close() closes with 1000 and nothing reconnects", async (t) => {
   t.mock.timers.enable({ apis: ["setTimeout"] }); // every timer of the client is a fake one
   const { client, states } = makeClient();

@@ -9,7 +9,7 @@ import { spawn, type ChildProcess } from "node:child_process";
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { chromium, type Browser, type Page } from "playwright-core";
-import { REPO_ROOT, SECRET, VENV_BIN, freePort, tempDir } from "./processes.js";
+import { REPO_ROOT, VENV_BIN, freePort, tempDir } from "./processes.js";
 import { waitFor } from "./wait.js";
 
 export const CHROMIUM = process.env.CHROMIUM_PATH ?? "/usr/bin/chromium";
@@ -67,8 +67,10 @@ export class DemoGateway {
     for (const [name, value] of Object.entries(process.env)) {
       if (!name.startsWith("GATEWAY_") && name !== "REDIS_URL") env[name] = value;
     }
-    // A fixed secret, so the page's token stays valid across a restart of the gateway.
-    env.GATEWAY_SECRET = SECRET;
+    // No GATEWAY_SECRET: the demo keeps the secret it made beside its SQLite file, so the page's
+    // token stays valid across a restart of the gateway (the restart test relies on it).
+    // The local job slots live in the test's directory, removed with it.
+    env.GATEWAY_LOCAL_SLOTS_DIR = join(this.directory, "slots");
     // No GATEWAY_ALLOWED_ORIGINS: the page is served by the gateway itself, and a same-origin
     // page must be allowed as it is (the WebSocket tests would fall back to SSE otherwise).
     return env;

@@ -125,6 +125,8 @@ export class GatewayServer {
       GATEWAY_REDIS_URL: this.redisUrl,
       GATEWAY_KEY_PREFIX: this.keyPrefix,
       GATEWAY_DRAIN_S: "0.3",
+      // In the test's directory (removed with it): a killed gateway leaves its slots behind.
+      GATEWAY_LOCAL_SLOTS_DIR: join(this.directory, "slots"),
     });
     for (const [name, value] of Object.entries(this.settings)) env[`GATEWAY_${name.toUpperCase()}`] = value;
     return env;
