@@ -12,6 +12,7 @@ names, same arguments, the async ``.aio`` forms — and raises the real exceptio
                                 running), the function's own exception (re-raised, as Modal
                                 does), FunctionTimeoutError, RemoteError (input terminated by a
                                 cancellation), OutputExpiredError, NotFoundError (unknown id)
+        .get_call_graph.aio()   [InputInfo] (modal.call_graph), the input's InputStatus
         .cancel.aio()           idempotent; SIGUSR1 to the input's process, whose handler raises
                                 InputCancellation inside the function, as Modal's container does
     standin.current_function_call_id()    inside an input its call id, elsewhere None
@@ -37,12 +38,15 @@ answers for calls it did not spawn::
 What running code cannot provoke is a knob: ``outage`` (every call raises Modal's
 ``ConnectionError``), ``hang`` (every call blocks), ``credentials = False`` (``AuthError``),
 ``failures[op] = exc`` (calls of ``op`` — hydrate, spawn, get, cancel — raise ``exc``),
-``expire(call_id)``, ``preempt(call_id)``. To mirror another SDK call, add it to the handles with
+``expire(call_id)``, ``preempt(call_id)``, ``hold_inputs`` (spawned inputs wait for
+``release(call_id)``, as with no capacity). To mirror another SDK call, add it to the handles with
 the real name and signature, and give it the real call's failure modes.
 
-Assumption: Modal turns a cancelled input into a TERMINATED result, which ``get`` raises as
-``RemoteError`` with the server's text; the stand-in uses the text of the ``InputCancellation``
-Modal's container raises ("Input was cancelled by user").
+A cancelled input ends as Modal's container ends it: a TERMINATED result with no text, which
+``get`` raises as ``RemoteError('')`` (modal/_runtime/container_io_manager.py,
+``output_items_cancellation``; modal/_utils/function_utils.py, ``_process_result``), and
+``get_call_graph`` shows its input ``TERMINATED``. An input cancelled before any container took it
+(``hold_inputs``) ends the same way without running.
 """
 
 from __future__ import annotations
@@ -65,6 +69,7 @@ from types import FrameType
 from typing import Generic, TypeVar
 
 import modal.exception
+from modal.call_graph import InputInfo, InputStatus
 from progress_core.store import StoreOptions
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -122,6 +127,7 @@ class _CallHandle:
         self.object_id = call_id
         self.get = _Method(functools.partial(standin.get_output, call_id))
         self.cancel = _Method(functools.partial(standin.cancel_call, call_id))
+        self.get_call_graph = _Method(functools.partial(standin.call_graph, call_id))
 
 
 class _FunctionApi:
@@ -166,6 +172,7 @@ class ModalStandIn:
         self.outage = False
         self.hang = False
         self.credentials = True
+        self.hold_inputs = False
         self.failures: dict[str, BaseException] = {}
         self.Function = _FunctionApi(self)
         self.FunctionCall = _FunctionCallApi(self)
@@ -270,8 +277,14 @@ class ModalStandIn:
             "heartbeat_s": self.heartbeat_s,
         }
         self._write_json(self._path(call_id, "json"), spec)
-        self._start_container(call_id)
+        if not self.hold_inputs:
+            self._start_container(call_id)
         return call_id
+
+    def release(self, call_id: str) -> None:
+        """Start a held input's container (Modal found capacity)."""
+        if not self._path(call_id, "pid").exists() and self._read_output(call_id) is None:
+            self._start_container(call_id)
 
     async def get_output(self, call_id: str, timeout: float | None = None) -> object:
         await self.rpc("get")
@@ -284,6 +297,7 @@ class ModalStandIn:
             output = self._read_output(call_id)
             if (
                 output is None
+                and self._path(call_id, "pid").exists()
                 and not self._path(call_id, "preempting").exists()
                 and not self._alive(self._pid(call_id))
             ):
@@ -307,10 +321,24 @@ class ModalStandIn:
             return
         # The marker first: a container that is not ready yet checks it once it is.
         marker.touch()
+        if not self._path(call_id, "pid").exists():
+            # Never started (held): Modal terminates the pending input without running it.
+            self._write_json(self._path(call_id, "out.json"), {"status": "terminated"})
+            return
         if self._path(call_id, "ready").exists():
             pid = self._pid(call_id)
             if self._alive(pid):
                 os.kill(pid, signal.SIGUSR1)
+
+    async def call_graph(self, call_id: str) -> list[InputInfo]:
+        """The call's one input with its status, as ``FunctionCall.get_call_graph`` reports it."""
+        await self.rpc("call_graph")
+        spec = self._spec(call_id)
+        output = self._read_output(call_id)
+        status = InputStatus.PENDING if output is None else _INPUT_STATUS[str(output["status"])]
+        return [
+            InputInfo(f"in-{call_id[3:]}", call_id, "ta-01", status, str(spec["function"]), "", [])
+        ]
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -387,6 +415,14 @@ def _deployment_key(environment: str, app_name: str, function_name: str) -> str:
     return f"{environment}/{app_name}/{function_name}"
 
 
+_INPUT_STATUS = {
+    "success": InputStatus.SUCCESS,
+    "failure": InputStatus.FAILURE,
+    "terminated": InputStatus.TERMINATED,
+    "timeout": InputStatus.TIMEOUT,
+}
+
+
 def _deliver(output: dict[str, object]) -> object:
     """What ``get`` makes of an output: the value, or the exception Modal's client raises."""
     status, message = output["status"], str(output.get("message", ""))
@@ -395,7 +431,10 @@ def _deliver(output: dict[str, object]) -> object:
     if status == "timeout":
         raise modal.exception.FunctionTimeoutError(message)
     if status == "terminated":
-        raise modal.exception.RemoteError(message)
+        # Modal's container sends a TERMINATED result with no exception text (output_items_
+        # cancellation in modal/_runtime/container_io_manager.py); _process_result raises it as
+        # RemoteError(result.exception).
+        raise modal.exception.RemoteError("")
     raise _rebuild_exception(str(output["module"]), str(output["type"]), message)
 
 
@@ -457,8 +496,8 @@ class _Container:
         timer.start()
         try:
             value = self._run_input()
-        except modal.exception.InputCancellation as exc:
-            self.write_output({"status": "terminated", "message": str(exc)})
+        except modal.exception.InputCancellation:
+            self.write_output({"status": "terminated"})
         except Exception as exc:  # noqa: BLE001 - the function's exception is the call's output
             self.write_output(
                 {

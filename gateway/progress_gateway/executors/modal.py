@@ -10,18 +10,18 @@ module: failures to reach Modal become ``ExecutorUnavailable``, anything else ``
 
     get(timeout=0) returns or raises                    CallState
     a value                                             Succeeded(value)
-    TimeoutError (modal.exception.TimeoutError in       Running
-      SDKs that raised that one)
-    OutputExpiredError, NotFoundError, InvalidError,    Unknown          (→ worker_lost)
-      InternalFailure
+    builtin TimeoutError (no output yet)                Running
+    OutputExpiredError, NotFoundError, InternalFailure  Unknown          (→ worker_lost)
     FunctionTimeoutError                                Failed("timeout")
-    InputCancellation, or a RemoteError/ExecutionError  Failed("cancelled")
-      that mentions cancellation
+    RemoteError whose input the call graph shows        Failed("cancelled")
+      TERMINATED (a cancelled input: its text is empty)
     WorkerFailed (the worker's own exception, wrapped)  Failed("worker_error", the worker's message)
-    ExecutionError, RemoteError, any other exception    Failed("worker_error", the worker's message)
-      (the worker's own, re-raised by the SDK)
-    ConnectionError, ServiceError, AuthError, … or no   raises ExecutorUnavailable: the caller
-      answer within timeout_s                             retries later, never finalizes on it
+    RemoteError, ExecutionError, Deserialization-,      Failed("worker_error", their message)
+      SerializationError, any non-Modal exception
+    any other modal.exception.Error (ConnectionError,   raises ExecutorUnavailable: the caller
+      ServiceError, AuthError, ConflictError,             retries later, never finalizes on it
+      InvalidError, modal's TimeoutError, …) or no
+      answer within timeout_s
 
 ``get`` re-raises a worker's own exception whatever its class, so the deployed functions wrap every
 exception of theirs in ``WorkerFailed`` (progress_workers/runner.py): a worker's ``TimeoutError``
@@ -33,8 +33,9 @@ the lifecycle believes it while the job's worker is silent.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Mapping, Sequence
 from types import ModuleType
 from typing import Protocol, cast
 
@@ -97,6 +98,18 @@ class _Cancel(Protocol):
     def aio(self) -> Awaitable[object]: ...
 
 
+class _InputInfo(Protocol):
+    @property
+    def function_call_id(self) -> str: ...
+
+    @property
+    def status(self) -> enum.Enum: ...
+
+
+class _CallGraph(Protocol):
+    def aio(self) -> Awaitable[Sequence[_InputInfo]]: ...
+
+
 class ModalFunction(Protocol):
     @property
     def hydrate(self) -> _Hydrate: ...
@@ -114,6 +127,9 @@ class ModalCall(Protocol):
 
     @property
     def cancel(self) -> _Cancel: ...
+
+    @property
+    def get_call_graph(self) -> _CallGraph: ...
 
 
 class _FunctionType(Protocol):
@@ -208,7 +224,6 @@ class ModalExecutor:
         self._outage: tuple[type[BaseException], ...] = tuple(
             getattr(errors, name) for name in _OUTAGE_ERRORS if hasattr(errors, name)
         )
-        self._input_cancellation: type[BaseException] = errors.InputCancellation
         # What get() raises to describe the call's own outcome (``_process_result`` in
         # modal/_utils/function_utils.py), as opposed to a failed RPC.
         self._outcomes: tuple[type[BaseException], ...] = (
@@ -277,12 +292,14 @@ class ModalExecutor:
     async def poll(self, call_id: str) -> CallState:
         try:
             async with asyncio.timeout(self.timeout_s):
+                call = self._sdk.FunctionCall.from_id(call_id)
                 try:
-                    value = await self._sdk.FunctionCall.from_id(call_id).get.aio(timeout=0)
-                except self._input_cancellation as exc:
-                    return Failed("cancelled", describe_exception(exc))
+                    value = await call.get.aio(timeout=0)
                 except Exception as exc:  # noqa: BLE001 - get re-raises the worker's own exception
-                    return self._call_state(call_id, exc)
+                    state = self._call_state(call_id, exc)
+                    if isinstance(state, Failed) and isinstance(exc, self._errors.RemoteError):
+                        state = await self._cancelled_or(call, state)
+                    return state
         except TimeoutError as exc:
             raise ExecutorUnavailable(
                 f"Modal did not answer a poll of call {call_id} within {self.timeout_s}s"
@@ -335,6 +352,26 @@ class ModalExecutor:
         logger.warning("%s: %s", what, describe_exception(exc))
         return ExecutorError(f"{what}: {describe_exception(exc)}", job_id=job_id)
 
+    async def _cancelled_or(self, call: ModalCall, failed: Failed) -> Failed:
+        """A cancelled input ends TERMINATED and ``get`` raises ``RemoteError('')``: the same
+        class as a container's own failure, with no text to tell them apart. The call graph
+        holds each input's status; TERMINATED means cancelled (by us, the dashboard or the CLI).
+        """
+        try:
+            inputs = await call.get_call_graph.aio()
+        except Exception as exc:
+            raise self._translate(exc, f"cannot read the call graph of {call.object_id}") from exc
+        statuses = {info.status.name for info in inputs if info.function_call_id == call.object_id}
+        if "TERMINATED" in statuses:
+            return Failed("cancelled", f"call {call.object_id} was cancelled on Modal")
+        if failed.message == "RemoteError":
+            return Failed(
+                failed.code,
+                f"RemoteError: call {call.object_id} ended without an output "
+                f"(input status: {', '.join(sorted(statuses)) or 'unknown'})",
+            )
+        return failed
+
     def _call_state(self, call_id: str, exc: Exception) -> CallState:
         errors = self._errors
         message = describe_exception(exc)
@@ -353,10 +390,6 @@ class ModalExecutor:
             state = Unknown(f"Modal does not know call {call_id} ({message})")
         elif isinstance(exc, errors.InternalFailure):
             state = Unknown(f"Modal lost call {call_id} to an internal failure ({message})")
-        elif isinstance(exc, errors.RemoteError | errors.ExecutionError) and "cancel" in (
-            message.lower()
-        ):
-            state = Failed("cancelled", message)
         elif isinstance(exc, errors.Error) and not isinstance(exc, self._outcomes):
             # Any other Modal error is about the RPC, not the call (ConflictError is an
             # InvalidError, ServiceError covers UNAVAILABLE and DEADLINE_EXCEEDED, modal's own
