@@ -34,7 +34,8 @@ from tests.support.http import bearer, sse_items
 from tests.support.redis_server import RedisServer, free_port
 from tests.support.ws_client import WsClient
 
-EXAMPLES = Path(__file__).resolve().parents[2] / "docs" / "examples"
+DOCS = Path(__file__).resolve().parents[2] / "docs"
+EXAMPLES = DOCS / "examples"
 # The user's own route in each example, and what it answers.
 OWN_ROUTES = {
     "starlette": ("/", {"app": "mine", "greeting": "hello"}),
@@ -261,3 +262,9 @@ async def test_the_gateway_runs_once(settings: Settings) -> None:
             async with progress.lifespan():
                 pass
     assert progress.gateway is None
+
+
+@pytest.mark.parametrize("example", ["starlette", "fastapi"])
+def test_the_docs_show_each_example_as_the_tests_run_it(example: str) -> None:
+    code = (EXAMPLES / f"mount_{example}.py").read_text()
+    assert f"```python\n{code}```" in (DOCS / "mounting.md").read_text()
