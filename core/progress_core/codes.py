@@ -21,7 +21,7 @@ class Reaction(StrEnum):
 
     STOP = "stop"  # do not reconnect
     RECONNECT_NOW = "reconnect_now"  # reconnect at once, with jitter
-    REFRESH_TOKEN = "refresh_token"  # get a fresh token, then reconnect
+    REFRESH_TOKEN = "refresh_token"  # get a fresh token, then reconnect; with no way to, stop
     BACK_OFF = "back_off"  # reconnect after an exponential backoff
     BACK_OFF_LONGER = "back_off_longer"  # reconnect after a longer backoff
 
