@@ -25,7 +25,9 @@ SOURCE = "core/progress_core/codes.py"
 REACTION_TEXT = {
     Reaction.STOP: "none: do not reconnect",
     Reaction.RECONNECT_NOW: "reconnect at once, with jitter",
-    Reaction.REFRESH_TOKEN: "fetch a fresh token, then reconnect; a client with a fixed token stops",
+    Reaction.REFRESH_TOKEN: (
+        "fetch a fresh token, then reconnect; a client with a fixed token stops"
+    ),
     Reaction.BACK_OFF: "reconnect with backoff",
     Reaction.BACK_OFF_LONGER: "back off longer",
 }
