@@ -31,6 +31,7 @@ from progress_gateway.executors.local import LocalExecutor
 from progress_gateway.gateway import Gateway
 from progress_gateway.http import routes as http_routes
 from progress_gateway.http.middleware import middleware
+from progress_gateway.http.openapi import Doc, openapi_document
 from progress_gateway.http.problems import exception_handlers, upgrade_required
 from progress_gateway.hub import Hub
 from progress_gateway.lifecycle import Lifecycle
@@ -238,3 +239,8 @@ async def _own_lifespan(app: GatewayApp) -> AsyncIterator[dict[str, Any]]:
 def create_app(settings: Settings) -> GatewayApp:
     """The gateway's app; to mount it in another app, see ``GatewayApp`` and docs/mounting.md."""
     return GatewayApp(settings)
+
+
+def openapi_for(settings: Settings) -> Doc:
+    """The OpenAPI document ``create_app(settings)`` serves at ``/openapi.json``."""
+    return openapi_document(settings, create_app(settings).routes)

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from progress_core.codes import ERROR_RULES, ErrorCode
 from progress_core.models import Job
-from progress_gateway.app import create_app
+from progress_gateway.app import create_app, openapi_for
 from progress_gateway.http.openapi import OPERATIONS, openapi_document
 from progress_gateway.http.problems import problem_codes
 from progress_gateway.http.schemas import REF
@@ -72,7 +72,7 @@ def test_the_same_method_routed_twice_stops_the_generation() -> None:
 
 
 def test_every_code_a_handler_can_answer_with_is_in_the_enum() -> None:
-    document = openapi_document(settings(demo_page=True))
+    document = openapi_for(settings(demo_page=True))
     problem = document["components"]["schemas"]["Problem"]
     assert problem["properties"]["code"]["enum"] == [code.value for code in ErrorCode]
     assert set(problem_codes()) <= set(problem["properties"]["code"]["enum"])
@@ -89,7 +89,7 @@ def problem_answers(document: dict[str, Any]) -> list[tuple[str, str, str, dict[
 
 
 def test_each_error_answer_carries_the_codes_of_its_status() -> None:
-    answers = problem_answers(openapi_document(settings(demo_page=True)))
+    answers = problem_answers(openapi_for(settings(demo_page=True)))
     assert len(answers) > 30
     for path, method, status, response in answers:
         schema = response["content"][PROBLEM]["schema"]
@@ -103,7 +103,7 @@ def test_each_error_answer_carries_the_codes_of_its_status() -> None:
 
 
 def test_job_routes_answer_the_job_errors_and_the_watching_ones_the_budget() -> None:
-    paths = openapi_document(settings())["paths"]
+    paths = openapi_for(settings())["paths"]
     job_statuses = {"400", "401", "403", "404", "503"}
     for path in ("/exports/{id}", "/exports/{id}/events", "/exports/{id}/history"):
         assert job_statuses <= set(paths[path]["get"]["responses"]), path
@@ -118,7 +118,7 @@ def test_job_routes_answer_the_job_errors_and_the_watching_ones_the_budget() -> 
 
 
 def test_schemas_are_the_models_own() -> None:
-    schemas = openapi_document(settings())["components"]["schemas"]
+    schemas = openapi_for(settings())["components"]["schemas"]
     job = Job.model_json_schema(ref_template=REF)
     definitions = job.pop("$defs")
     assert schemas["Job"] == job
@@ -128,8 +128,8 @@ def test_schemas_are_the_models_own() -> None:
 
 
 def test_the_create_body_offers_the_kinds_this_gateway_runs() -> None:
-    local = openapi_document(settings())["components"]["schemas"]["CreateExport"]
+    local = openapi_for(settings())["components"]["schemas"]["CreateExport"]
     assert set(local["discriminator"]["mapping"]) == {"demo"}
-    with_modal = openapi_document(settings(modal_app="progress-demo"))
+    with_modal = openapi_for(settings(modal_app="progress-demo"))
     mapping = with_modal["components"]["schemas"]["CreateExport"]["discriminator"]["mapping"]
     assert set(mapping) == {"demo", "demo_modal"}

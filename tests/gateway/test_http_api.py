@@ -7,8 +7,7 @@ import uuid
 from typing import Any
 
 import httpx
-from progress_gateway.app import create_app
-from progress_gateway.http.openapi import openapi_document
+from progress_gateway.app import create_app, openapi_for
 from progress_gateway.settings import Settings
 from progress_workers import ProgressClient
 from starlette.routing import Route, WebSocketRoute
@@ -80,13 +79,13 @@ def test_openapi_describes_every_route_of_the_app_and_nothing_else() -> None:
             served.add((route.path, "get"))  # the upgrade request
         else:
             raise AssertionError(f"a route the OpenAPI test does not know: {route!r}")
-    document = openapi_document(settings())
+    document = openapi_for(settings())
     assert documented_operations(document) == served
     assert document["openapi"] == "3.1.0"
 
 
 def test_every_reference_in_the_openapi_document_resolves() -> None:
-    document = openapi_document(settings())
+    document = openapi_for(settings())
     references: list[str] = []
 
     def collect(node: object) -> None:
@@ -117,6 +116,6 @@ def test_openapi_json_is_served_without_a_token(gateway: GatewayServer) -> None:
     response = httpx.get(f"{gateway.url}/openapi.json", timeout=10)
     assert response.status_code == 200
     served = response.json()
-    assert documented_operations(served) == documented_operations(openapi_document(settings()))
+    assert documented_operations(served) == documented_operations(openapi_for(settings()))
     statuses = served["paths"]["/exports/{id}"]["get"]["responses"]
     assert set(statuses) == {"200", "304", "400", "401", "403", "404", "429", "503"}

@@ -13,8 +13,8 @@ import jsonschema_rs
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from progress_gateway.app import openapi_for
 from progress_gateway.auth import issue_token
-from progress_gateway.http.openapi import openapi_document
 from progress_gateway.settings import Settings
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
@@ -76,7 +76,7 @@ def gateway_settings() -> Settings:
 
 # The document the gateway below serves (checked by test_the_served_document_is_this_one): built
 # here so schemathesis can make one test per operation at collection, before any server runs.
-schema = schemathesis.openapi.from_dict(openapi_document(gateway_settings()))
+schema = schemathesis.openapi.from_dict(openapi_for(gateway_settings()))
 
 
 @schema.parametrize()
@@ -94,7 +94,7 @@ def test_every_answer_is_the_documented_one(case: Any, gateway: GatewayServer) -
 
 
 def test_the_served_document_is_this_one(document: dict[str, Any]) -> None:
-    assert document == openapi_document(gateway_settings())
+    assert document == openapi_for(gateway_settings())
 
 
 def test_ws_without_an_upgrade_is_426_and_other_methods_405(gateway: GatewayServer) -> None:

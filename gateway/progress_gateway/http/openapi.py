@@ -402,13 +402,9 @@ def _parameters(settings: Settings) -> Doc:
     }
 
 
-def openapi_document(settings: Settings, app_routes: Sequence[BaseRoute] | None = None) -> Doc:
-    """The document for an app built from ``settings`` with ``app_routes`` (by default, the
-    routes ``create_app(settings)`` has)."""
-    if app_routes is None:
-        from progress_gateway.app import create_app  # the app imports this module
-
-        app_routes = create_app(settings).routes
+def openapi_document(settings: Settings, app_routes: Sequence[BaseRoute]) -> Doc:
+    """The document for an app built from ``settings`` with ``app_routes``
+    (``progress_gateway.app.openapi_for`` builds it for ``create_app(settings)``)."""
     return {
         "openapi": "3.1.0",
         "info": {
