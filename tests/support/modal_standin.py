@@ -33,14 +33,16 @@ answers for calls it did not spawn::
     <id>.out.json    the output: success + value | failure + exception | terminated | timeout
     <id>.expired     Modal no longer holds the output
     <id>.preempting  the input is between two containers
+    <id>.retries     how often a dead container's input ran again (``kill``)
     <id>.log         the container's stdout and stderr
 
 What running code cannot provoke is a knob: ``outage`` (every call raises Modal's
 ``ConnectionError``), ``hang`` (every call blocks), ``credentials = False`` (``AuthError``),
 ``failures[op] = exc`` (calls of ``op`` — hydrate, spawn, get, cancel — raise ``exc``),
-``expire(call_id)``, ``preempt(call_id)``, ``hold_inputs`` (spawned inputs wait for
-``release(call_id)``, as with no capacity). To mirror another SDK call, add it to the handles with
-the real name and signature, and give it the real call's failure modes.
+``expire(call_id)``, ``preempt(call_id)``, ``kill(call_id)`` (the container dies; the input
+runs again on a new one, as Modal does, up to ``MAX_INPUT_RETRIES`` times), ``hold_inputs``
+(spawned inputs wait for ``release(call_id)``, as with no capacity). To mirror another SDK call,
+add it to the handles with the real name and signature, and give it the real call's failure modes.
 
 A cancelled input ends as Modal's container ends it: a TERMINATED result with no text, which
 ``get`` raises as ``RemoteError('')`` (modal/_runtime/container_io_manager.py,
@@ -77,7 +79,10 @@ from progress_core.store import StoreOptions
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_ENVIRONMENT = "main"
 DEFAULT_FUNCTION_TIMEOUT_S = 300.0  # Modal's default
-CANCELLED_MESSAGE = "Input was cancelled by user"  # what Modal's container raises on a cancel
+CANCELLED_MESSAGE = "Input was cancelled by user"
+# How often Modal runs an input again after its container died (the issue tracker and the SDK's
+# own MAX_INTERNAL_FAILURE_COUNT for sync calls, modal/_functions.py, both say 8).
+MAX_INPUT_RETRIES = 8  # what Modal's container raises on a cancel
 
 _current_call_id: str | None = None
 
@@ -180,6 +185,7 @@ class ModalStandIn:
         self.FunctionCall = _FunctionCallApi(self)
         self.current_function_call_id = current_function_call_id
         self._containers: list[subprocess.Popen[bytes]] = []
+        self._closed = False
 
     # -- what a test sets up -------------------------------------------------------------------
 
@@ -223,8 +229,14 @@ class ModalStandIn:
     def pid(self, call_id: str) -> int:
         return self._pid(call_id)
 
+    def kill(self, call_id: str) -> None:
+        """The input's container dies (a crash, out of memory): SIGKILL, no output. Modal runs
+        the input again on a new container, up to ``MAX_INPUT_RETRIES`` times."""
+        os.kill(self._pid(call_id), signal.SIGKILL)
+
     def close(self) -> None:
         """Stop every container this stand-in started (test teardown)."""
+        self._closed = True
         for process in self._containers:
             if process.poll() is None:
                 process.kill()
@@ -296,19 +308,9 @@ class ModalStandIn:
         while True:
             if self._path(call_id, "expired").exists():
                 raise modal.exception.OutputExpiredError()
+            # A container that died without an output is no answer: Modal runs the input again
+            # (``_rerun_if_dead``) and the call stays pending meanwhile.
             output = self._read_output(call_id)
-            if (
-                output is None
-                and self._path(call_id, "pid").exists()
-                and not self._path(call_id, "preempting").exists()
-                and not self._alive(self._pid(call_id))
-            ):
-                # It may have written its output just before exiting.
-                output = self._read_output(call_id)
-                if output is None:
-                    raise modal.exception.RemoteError(
-                        f"the container running {call_id} exited without an output"
-                    )
             if output is not None:
                 return _deliver(output)
             if deadline is not None and loop.time() >= deadline:
@@ -411,6 +413,30 @@ class ModalStandIn:
             )
         self._containers.append(process)
         self._write_json(self._path(call_id, "pid"), process.pid)
+        threading.Thread(target=self._rerun_if_dead, args=(call_id, process), daemon=True).start()
+
+    def _rerun_if_dead(self, call_id: str, process: subprocess.Popen[bytes]) -> None:
+        """Modal's worker side: an input whose container died without an output runs again on a
+        new container (a new attempt); after ``MAX_INPUT_RETRIES`` it ends INTERNAL_FAILURE."""
+        process.wait()
+        if (
+            self._closed
+            or self._read_output(call_id) is not None
+            or self._path(call_id, "preempting").exists()
+            or self._pid(call_id) != process.pid  # preempt() started the next one itself
+        ):
+            return
+        retries_path = self._path(call_id, "retries")
+        retries = int(retries_path.read_text()) if retries_path.exists() else 0
+        if retries >= MAX_INPUT_RETRIES:
+            self._write_json(
+                self._path(call_id, "out.json"),
+                {"status": "internal_failure", "message": "container crashed repeatedly"},
+            )
+            return
+        retries_path.write_text(str(retries + 1))
+        self._path(call_id, "ready").unlink(missing_ok=True)
+        self._start_container(call_id)
 
 
 def _deployment_key(environment: str, app_name: str, function_name: str) -> str:
@@ -422,6 +448,7 @@ _INPUT_STATUS = {
     "failure": InputStatus.FAILURE,
     "terminated": InputStatus.TERMINATED,
     "timeout": InputStatus.TIMEOUT,
+    "internal_failure": InputStatus.FAILURE,
 }
 
 
@@ -432,6 +459,8 @@ def _deliver(output: dict[str, object]) -> object:
         return output["value"]
     if status == "timeout":
         raise modal.exception.FunctionTimeoutError(message)
+    if status == "internal_failure":
+        raise modal.exception.InternalFailure(message)
     if status == "terminated":
         # Modal's container sends a TERMINATED result with no exception text (output_items_
         # cancellation in modal/_runtime/container_io_manager.py); _process_result raises it as

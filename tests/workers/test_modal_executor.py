@@ -363,6 +363,39 @@ async def test_a_call_still_running_past_the_function_timeout_with_a_silent_work
     assert "still reports call fc-01 running" in done.error.message
 
 
+async def test_a_dead_container_runs_again_as_a_new_attempt_up_to_the_cap(
+    lifecycle: Lifecycle, executor: ModalExecutor, standin: ModalStandIn, store: JobStore
+) -> None:
+    # A deterministic crash: every container of the input dies. Modal would run it again up to
+    # ~8 times; the job stops after executor.max_attempts (3) runs.
+    assert executor.max_attempts == 3
+    job = await lifecycle.create("alice", "demo_modal", LONG)
+    call_id = call_id_of(job)
+    for attempt in (1, 2, 3):
+
+        async def running(attempt: int = attempt) -> bool:
+            # Progress carries over between attempts; a re-run announces itself first.
+            if attempt == 1:
+                return (await store.get(job.id)).progress > 0
+            restarted = f"restarted: attempt {attempt} of 3"
+            return any((e.message or "").startswith(restarted) for e in await store.history(job.id))
+
+        await eventually(running, 30, f"attempt {attempt} to report progress")
+        standin.kill(call_id)
+    done = await finished(store, job.id)
+    assert done.status is JobStatus.FAILED and done.attempt == 3
+    assert done.error is not None and done.error.code == "worker_lost"
+    assert done.error.message.startswith("gave up after 3 attempts (the cap is 3)")
+    history = await store.history(job.id)
+    messages = [event.message or "" for event in history]
+    for attempt in (2, 3):
+        assert any(m.startswith(f"restarted: attempt {attempt} of 3") for m in messages)
+    progress = [event.progress for event in history]
+    assert progress == sorted(progress)  # the bar never went back
+    assert (await standin.FunctionCall.from_id(call_id).get.aio(timeout=30)) is None
+    assert int(standin.state_dir.joinpath(f"{call_id}.retries").read_text()) == 3
+
+
 # -- start -------------------------------------------------------------------------------------
 
 

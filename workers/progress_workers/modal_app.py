@@ -21,7 +21,9 @@ reporting until the container is killed, and the job stays ``running``. The retr
 makes it a new ``attempt`` (``attempt`` + 1, ``seq`` + 1). Progress is not reset: it never
 decreases within a job, so the bar holds at the highest value the first attempt reached until the
 new attempt passes it (docs/decisions.md, "attempt"). If Modal does not retry, the reaper finds the
-call ended and finalizes the job.
+call ended and finalizes the job. Modal also re-runs an input whose container died (a crash, out of
+memory; up to ~8 times): the gateway passes ``max_attempts`` with every spawn, and past it the job
+fails ``worker_lost`` instead of running again.
 
 Importing this module defines the app and does nothing else: no credentials, no network, no
 environment reads.
@@ -105,6 +107,7 @@ def run_input(
     *,
     call_id: str | None,
     heartbeat_s: float = DEFAULT_HEARTBEAT_S,
+    max_attempts: int | None = None,
 ) -> object:
     """The body of every function here: run the job's kind under a reporter.
 
@@ -123,6 +126,7 @@ def run_input(
                 executor="modal",
                 call_id=call_id,
                 heartbeat_s=heartbeat_s,
+                max_attempts=max_attempts,
             )
         except JobFinished as exc:
             logger.info("job %s is already %s; nothing left to do", job_id, exc.status)
@@ -140,7 +144,7 @@ def _store_config() -> StoreConfig:
     return config
 
 
-def _run(job_id: str, kind: str, params: object) -> object:
+def _run(job_id: str, kind: str, params: object, max_attempts: int | None) -> object:
     with _failures_wrapped():
         config = _store_config()
         with ProgressClient.from_url(config.url, config.options) as client:
@@ -151,10 +155,11 @@ def _run(job_id: str, kind: str, params: object) -> object:
                 params,
                 call_id=modal.current_function_call_id(),
                 heartbeat_s=worker_heartbeat_s(default=DEFAULT_HEARTBEAT_S),
+                max_attempts=max_attempts,
             )
 
 
 @app.function(image=image, secrets=[redis_secret], timeout=FUNCTION_TIMEOUT_S)
-def demo(job_id: str, params: dict[str, object]) -> object:
-    """The ``demo_modal`` kind: the demo job, run on Modal."""
-    return _run(job_id, "demo_modal", params)
+def demo(job_id: str, params: dict[str, object], max_attempts: int | None = None) -> object:
+    """The ``demo_modal`` kind: the demo job, run on Modal (``max_attempts``: see run_job)."""
+    return _run(job_id, "demo_modal", params, max_attempts)

@@ -59,6 +59,8 @@ CREDENTIALS_HINT = (
 # margin past it after which a call Modal still reports running, with a silent worker, is lost.
 DEFAULT_FUNCTION_TIMEOUT_S = 3600.0
 DEFAULT_TIMEOUT_MARGIN_S = 300.0
+# Runs of one job at most: Modal re-runs an input whose container died, each a new attempt.
+DEFAULT_MAX_ATTEMPTS = 3
 
 # The oldest SDK whose RPC failures are all typed ``modal.exception`` classes (see
 # ``check_sdk_version``); pyproject's ``modal`` and ``test`` extras require it too.
@@ -87,7 +89,9 @@ class _Hydrate(Protocol):
 
 
 class _Spawn(Protocol):
-    def aio(self, *, job_id: str, params: dict[str, JsonValue]) -> Awaitable[ModalCall]: ...
+    def aio(
+        self, *, job_id: str, params: dict[str, JsonValue], max_attempts: int
+    ) -> Awaitable[ModalCall]: ...
 
 
 class _Get(Protocol):
@@ -200,11 +204,15 @@ class ModalExecutor:
         timeout_s: float = 30.0,
         function_timeout_s: float = DEFAULT_FUNCTION_TIMEOUT_S,
         timeout_margin_s: float = DEFAULT_TIMEOUT_MARGIN_S,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
         if function_timeout_s <= 0 or timeout_margin_s < 0:
             raise ValueError("function_timeout_s must be > 0 and timeout_margin_s >= 0")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be >= 1")
+        self.max_attempts = max_attempts
         self.app_name = app_name
         self.environment_name = environment_name
         self.timeout_s = timeout_s
@@ -269,7 +277,9 @@ class ModalExecutor:
         where = self._where(function_name)
         try:
             async with asyncio.timeout(self.timeout_s):
-                call = await self._handle(function_name).spawn.aio(job_id=job.id, params=job.params)
+                call = await self._handle(function_name).spawn.aio(
+                    job_id=job.id, params=job.params, max_attempts=self.max_attempts
+                )
                 call_id = call.object_id
         except TimeoutError as exc:
             # Modal may have accepted the call: its worker then records its own call id, or finds
