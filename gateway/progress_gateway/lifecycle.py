@@ -39,13 +39,23 @@ from progress_core.models import (
 from progress_core.store import JobStore
 from progress_workers.kinds import JobKind, get_kind
 
-from progress_gateway.executors.base import Bounded, Executor, Failed, Running, Succeeded, Unknown
+from progress_gateway.executors.base import (
+    Bounded,
+    Executor,
+    Failed,
+    Running,
+    Succeeded,
+    Terminable,
+    Unknown,
+)
 from progress_gateway.metrics import Metrics
 from progress_gateway.tasks import TaskGroup
 
 logger = logging.getLogger("progress_gateway.lifecycle")
 
-CANCEL_POLL_S = 0.25
+# Modal delivers a cancellation through the container's heartbeat (every ~15 s), so asking every
+# 0.25 s only spends RPCs; a call still running at the deadline is terminated (Terminable).
+CANCEL_POLL_S = 1.5
 DEFAULT_ORPHAN_AFTER_S = 300.0
 
 
@@ -59,12 +69,14 @@ class Lifecycle:
         *,
         cancel_timeout_s: float = 15.0,
         orphan_after_s: float = DEFAULT_ORPHAN_AFTER_S,
+        cancel_poll_s: float = CANCEL_POLL_S,
     ) -> None:
         self.store = store
         self.executors = executors
         self.kinds = dict(kinds)
         self.metrics = metrics
         self.cancel_timeout_s = cancel_timeout_s
+        self.cancel_poll_s = cancel_poll_s
         self.orphan_after_s = orphan_after_s
         self._tasks = TaskGroup(logger, "lifecycle")
 
@@ -125,13 +137,23 @@ class Lifecycle:
         """Wait for the call to stop, then record ``cancelled`` if the worker could not."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.cancel_timeout_s
+        stopped = False
         while loop.time() < deadline:
             job = await self.store.get(job_id)
             if job.terminal:
                 return
             if not isinstance(await executor.poll(call_id), Running):
+                stopped = True
                 break
-            await asyncio.sleep(CANCEL_POLL_S)
+            await asyncio.sleep(self.cancel_poll_s)
+        if not stopped and isinstance(executor, Terminable):
+            logger.warning(
+                "call %s of job %s still runs %g s after its cancellation: terminating it",
+                call_id,
+                job_id,
+                self.cancel_timeout_s,
+            )
+            await executor.terminate(call_id)
         job = await self.store.get(job_id)
         if not job.terminal:
             await self._apply(job, Cancel.build("cancelled by its owner"))

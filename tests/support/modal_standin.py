@@ -13,8 +13,10 @@ names, same arguments, the async ``.aio`` forms — and raises the real exceptio
                                 does), FunctionTimeoutError, RemoteError (input terminated by a
                                 cancellation), OutputExpiredError, NotFoundError (unknown id)
         .get_call_graph.aio()   [InputInfo] (modal.call_graph), the input's InputStatus
-        .cancel.aio()           idempotent; SIGUSR1 to the input's process, whose handler raises
-                                InputCancellation inside the function, as Modal's container does
+        .cancel.aio(terminate_containers=False)
+                                idempotent; SIGUSR1 to the input's process, whose handler
+                                raises InputCancellation inside the function, as Modal's
+                                container does; terminate_containers=True also kills it
     standin.current_function_call_id()    inside an input its call id, elsewhere None
     standin.exception
 
@@ -181,6 +183,7 @@ class ModalStandIn:
         self.credentials = True
         self.hold_inputs = False
         self.failures: dict[str, BaseException] = {}
+        self.calls: dict[str, int] = {}
         self.Function = _FunctionApi(self)
         self.FunctionCall = _FunctionCallApi(self)
         self.current_function_call_id = current_function_call_id
@@ -229,6 +232,13 @@ class ModalStandIn:
     def pid(self, call_id: str) -> int:
         return self._pid(call_id)
 
+    def alive(self, pid: int) -> bool:
+        return self._alive(pid)
+
+    def freeze(self, call_id: str) -> None:
+        """The input's container hangs (SIGSTOP): it neither reports nor handles a cancel."""
+        os.kill(self._pid(call_id), signal.SIGSTOP)
+
     def kill(self, call_id: str) -> None:
         """The input's container dies (a crash, out of memory): SIGKILL, no output. Modal runs
         the input again on a new container, up to ``MAX_INPUT_RETRIES`` times."""
@@ -246,7 +256,8 @@ class ModalStandIn:
     # -- the servers ---------------------------------------------------------------------------
 
     async def rpc(self, operation: str) -> None:
-        """Every call to "Modal" passes here first: the knobs."""
+        """Every call to "Modal" passes here first: the knobs, and ``calls`` counts them."""
+        self.calls[operation] = self.calls.get(operation, 0) + 1
         if self.hang:
             await asyncio.Event().wait()
         if self.outage:
@@ -317,9 +328,14 @@ class ModalStandIn:
                 raise TimeoutError()
             await asyncio.sleep(0.02)
 
-    async def cancel_call(self, call_id: str) -> None:
+    async def cancel_call(self, call_id: str, terminate_containers: bool = False) -> None:
         await self.rpc("cancel")
         self._spec(call_id)
+        if terminate_containers and self._read_output(call_id) is None:
+            # The input ends TERMINATED and its container is killed, whatever it was doing.
+            self._write_json(self._path(call_id, "out.json"), {"status": "terminated"})
+            if self._path(call_id, "pid").exists() and self._alive(self._pid(call_id)):
+                os.kill(self._pid(call_id), signal.SIGKILL)
         marker = self._path(call_id, "cancel")
         if marker.exists() or self._read_output(call_id) is not None:
             return

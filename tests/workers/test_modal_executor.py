@@ -208,6 +208,39 @@ async def test_a_remote_error_of_a_call_not_terminated_is_a_worker_error(
         await executor.poll(call_id)
 
 
+async def test_a_call_that_ignores_its_cancellation_is_terminated(
+    store: JobStore, executor: ModalExecutor, standin: ModalStandIn
+) -> None:
+    # Modal delivers a cancel through the container's heartbeat; a hung container never takes
+    # it. The lifecycle asks every cancel_poll_s (not 4 times a second) and, at its deadline,
+    # cancels with terminate_containers=True.
+    lifecycle = Lifecycle(
+        store, {"modal": executor}, KINDS, Metrics(), cancel_timeout_s=3, cancel_poll_s=1
+    )
+    try:
+        job = await lifecycle.create("alice", "demo_modal", LONG)
+        call_id = call_id_of(job)
+        await progressing(store, job.id)
+        pid = standin.pid(call_id)
+        standin.freeze(call_id)
+        gets = standin.calls.get("get", 0)
+        await lifecycle.cancel("alice", job.id)
+        done = await finished(store, job.id)
+    finally:
+        await lifecycle.aclose()
+    assert done.status is JobStatus.CANCELLED
+    assert standin.calls["get"] - gets <= 5  # 3 s at one poll a second, not 12 at 0.25 s
+    assert standin.calls["cancel"] == 2  # the cooperative cancel, then the terminating one
+
+    async def killed() -> bool:
+        return not standin.alive(pid)
+
+    await eventually(killed, 10, "the hung container to be killed")
+    assert await executor.poll(call_id) == Failed(
+        "cancelled", f"call {call_id} was cancelled on Modal"
+    )
+
+
 async def test_worker_exception_fails_the_job_and_poll_reports_it(
     lifecycle: Lifecycle, executor: ModalExecutor, store: JobStore
 ) -> None:

@@ -67,3 +67,10 @@ class Bounded(Protocol):
     long is lost, whatever the executor says."""
 
     max_run_s: float
+
+
+@runtime_checkable
+class Terminable(Protocol):
+    """An executor that can stop a call by force when cooperative cancellation did not."""
+
+    async def terminate(self, call_id: str) -> None: ...

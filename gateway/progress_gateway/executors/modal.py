@@ -99,7 +99,7 @@ class _Get(Protocol):
 
 
 class _Cancel(Protocol):
-    def aio(self) -> Awaitable[object]: ...
+    def aio(self, terminate_containers: bool = False) -> Awaitable[object]: ...
 
 
 class _InputInfo(Protocol):
@@ -318,9 +318,19 @@ class ModalExecutor:
         return Succeeded(value)
 
     async def cancel(self, call_id: str) -> None:
+        await self._cancel(call_id, terminate=False)
+
+    async def terminate(self, call_id: str) -> None:
+        """Cancel and stop the containers running the call: for an input that did not stop on
+        the cancellation Modal delivers through the container's heartbeat."""
+        await self._cancel(call_id, terminate=True)
+
+    async def _cancel(self, call_id: str, *, terminate: bool) -> None:
         try:
             async with asyncio.timeout(self.timeout_s):
-                await self._sdk.FunctionCall.from_id(call_id).cancel.aio()
+                await self._sdk.FunctionCall.from_id(call_id).cancel.aio(
+                    terminate_containers=terminate
+                )
         except TimeoutError as exc:
             raise ExecutorUnavailable(
                 f"Modal did not confirm the cancellation of call {call_id} within {self.timeout_s}s"
@@ -331,7 +341,7 @@ class ModalExecutor:
             return
         except Exception as exc:
             raise self._translate(exc, f"cannot cancel call {call_id}") from exc
-        logger.info("call %s cancelled", call_id)
+        logger.info("call %s cancelled%s", call_id, " (containers terminated)" if terminate else "")
 
     async def aclose(self) -> None:
         # Modal's client is shared by the process and closed with it; only our handles go.
