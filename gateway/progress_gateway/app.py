@@ -92,7 +92,13 @@ async def start_executors(settings: Settings, gateway: Gateway) -> dict[str, Exe
         from progress_gateway.executors.modal import ModalExecutor
 
         executors["modal"] = ModalExecutor(
-            settings.modal_app, KINDS, environment_name=settings.modal_environment
+            settings.modal_app,
+            KINDS,
+            environment_name=settings.modal_environment,
+            timeout_s=settings.modal_timeout_s,
+            function_timeout_s=settings.modal_function_timeout_s,
+            timeout_margin_s=settings.modal_timeout_margin_s,
+            max_attempts=settings.modal_max_attempts,
         )
     for executor in executors.values():
         await executor.start()

@@ -18,6 +18,7 @@ from collections.abc import Mapping
 from progress_core.errors import (
     BadRequest,
     ExecutorError,
+    ExecutorUnavailable,
     Forbidden,
     GatewayError,
     JobFinished,
@@ -41,6 +42,7 @@ from progress_workers.kinds import JobKind, get_kind
 
 from progress_gateway.executors.base import (
     Bounded,
+    Degradable,
     Executor,
     Failed,
     Running,
@@ -98,6 +100,12 @@ class Lifecycle:
             raise Unprocessable(
                 f"kind {kind.name!r} runs on the {kind.executor!r} executor, "
                 "which is not configured on this gateway"
+            )
+        if isinstance(executor, Degradable) and executor.unavailable_reason is not None:
+            # Before creating the job: no failed spawn_error job for work never attempted.
+            raise ExecutorUnavailable(
+                f"kind {kind.name!r} runs on the {kind.executor!r} executor, which is "
+                f"unavailable: {executor.unavailable_reason}"
             )
         change = Create.build(
             owner=owner,

@@ -119,6 +119,15 @@ class Settings(BaseSettings):
     cancel_grace_s: float = Field(default=5.0, ge=0, le=600)
     modal_app: str | None = None
     modal_environment: str | None = None
+    # Every Modal RPC (and the startup lookup) is bounded by this; past it Modal counts as
+    # unavailable: at startup the gateway runs degraded and retries in the background.
+    modal_timeout_s: float = Field(default=30.0, gt=0, le=600)
+    # Runs of one job at most: Modal re-runs an input whose container died, each a new attempt.
+    modal_max_attempts: int = Field(default=3, ge=1, le=100)
+    # The deployed functions' timeout (modal_app.FUNCTION_TIMEOUT_S) plus a margin: a call Modal
+    # still reports running while its worker has been silent longer is finalized worker_lost.
+    modal_function_timeout_s: float = Field(default=3600.0, gt=0, le=86400)
+    modal_timeout_margin_s: float = Field(default=300.0, ge=0, le=86400)
     # Serve the demo page at / (set by `progress-gateway demo`).
     demo_page: bool = False
 

@@ -475,8 +475,11 @@ async def test_every_call_is_bounded_by_timeout_s(tmp_path: Path, store: JobStor
     executor = ModalExecutor(APP_NAME, KINDS, sdk=standin, timeout_s=0.2)
     job = await store.create(Create.build(owner="alice", kind="demo_modal", params={}))
     standin.hang = True
-    with pytest.raises(ExecutorUnavailable, match=r"within 0\.2s"):
-        await executor.start()
+    await executor.start()  # degraded, not fatal: see the outage test below
+    assert executor.unavailable_reason is not None
+    assert "within 0.2s" in executor.unavailable_reason
+    await executor.aclose()
+    executor = ModalExecutor(APP_NAME, KINDS, sdk=standin, timeout_s=0.2)
     with pytest.raises(ExecutorUnavailable, match=r"within 0\.2s") as spawned:
         await executor.spawn(job)
     assert spawned.value.job_id == job.id and job.id in spawned.value.message
@@ -484,6 +487,35 @@ async def test_every_call_is_bounded_by_timeout_s(tmp_path: Path, store: JobStor
         await executor.poll("fc-01")
     with pytest.raises(ExecutorUnavailable, match=r"within 0\.2s"):
         await executor.cancel("fc-01")
+
+
+async def test_start_with_modal_unreachable_runs_degraded_until_modal_answers(
+    tmp_path: Path, store: JobStore
+) -> None:
+    standin = offline_standin(tmp_path)
+    standin.deploy(APP_NAME, "demo", "demo_modal")
+    standin.outage = True
+    executor = ModalExecutor(APP_NAME, KINDS, sdk=standin, retry_min_s=0.05, retry_max_s=0.2)
+    lifecycle = Lifecycle(store, {"modal": executor}, KINDS, Metrics())
+    try:
+        await executor.start()
+        assert executor.unavailable_reason is not None
+        assert "Modal is unavailable" in executor.unavailable_reason
+        with pytest.raises(ExecutorUnavailable, match="'modal' executor, which is unavailable"):
+            await lifecycle.create("alice", "demo_modal", {})
+        listed = await store.owner_jobs("alice")
+        assert listed.active == [] and listed.recent == []
+
+        standin.outage = False
+
+        async def answered() -> bool:
+            return executor.unavailable_reason is None
+
+        await eventually(answered, 10, "the background lookup to reach Modal")
+        assert standin.calls["hydrate"] >= 2
+    finally:
+        await lifecycle.aclose()
+        await executor.aclose()
 
 
 def test_every_extra_that_installs_modal_requires_its_typed_errors() -> None:

@@ -74,3 +74,11 @@ class Terminable(Protocol):
     """An executor that can stop a call by force when cooperative cancellation did not."""
 
     async def terminate(self, call_id: str) -> None: ...
+
+
+@runtime_checkable
+class Degradable(Protocol):
+    """An executor that can run degraded: ``unavailable_reason`` is set while it cannot take
+    work (its service has not answered since startup); the gateway serves everything else."""
+
+    unavailable_reason: str | None

@@ -33,6 +33,7 @@ the lifecycle believes it while the job's worker is silent.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 from collections.abc import Awaitable, Mapping, Sequence
@@ -45,6 +46,7 @@ from progress_workers.kinds import JobKind
 from progress_workers.reporter import describe_exception
 from progress_workers.runner import WorkerFailed
 from pydantic import JsonValue
+from redis.backoff import ExponentialWithJitterBackoff
 
 from progress_gateway.executors.base import CallState, Failed, Running, Succeeded, Unknown
 
@@ -205,6 +207,8 @@ class ModalExecutor:
         function_timeout_s: float = DEFAULT_FUNCTION_TIMEOUT_S,
         timeout_margin_s: float = DEFAULT_TIMEOUT_MARGIN_S,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        retry_min_s: float = 1.0,
+        retry_max_s: float = 30.0,
     ) -> None:
         if timeout_s <= 0:
             raise ValueError("timeout_s must be > 0")
@@ -241,11 +245,31 @@ class ModalExecutor:
             errors.SerializationError,
         )
         self._handles: dict[str, ModalFunction] = {}
+        # Set while Modal has not answered the startup lookup (see ``start``).
+        self.unavailable_reason: str | None = None
+        self._retry_task: asyncio.Task[None] | None = None
+        self._backoff = ExponentialWithJitterBackoff(base=retry_min_s, cap=retry_max_s)
 
     # -- Executor --------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Look up and hydrate every deployed function our kinds name; fail fast and clearly."""
+        """Look up every deployed function our kinds name.
+
+        Fails fast only when retrying cannot help: a function not deployed (``NotFoundError``) or
+        no valid credentials (``AuthError``). If Modal is merely unreachable or slow, the gateway
+        starts degraded: ``unavailable_reason`` says why, Modal kinds answer 503
+        ``executor_unavailable`` and the lookup is retried in the background until it succeeds.
+        """
+        try:
+            await self._look_up_all()
+        except ExecutorUnavailable as exc:
+            if isinstance(exc.__cause__, self._errors.NotFoundError | self._errors.AuthError):
+                raise
+            self.unavailable_reason = exc.message
+            logger.warning("modal executor starts degraded, retrying: %s", exc.message)
+            self._retry_task = asyncio.create_task(self._keep_looking_up(), name="pgw-modal-lookup")
+
+    async def _look_up_all(self) -> None:
         for function_name in sorted(set(self._functions_by_kind.values())):
             where = self._where(function_name)
             try:
@@ -264,10 +288,34 @@ class ModalExecutor:
                     f"no valid Modal credentials to look up {where} ({exc}); {CREDENTIALS_HINT}"
                 ) from exc
             except Exception as exc:
-                raise self._translate(exc, f"cannot look up {where}") from exc
+                error = self._translate(exc, f"cannot look up {where}")
+                if not isinstance(error, ExecutorUnavailable):
+                    error = ExecutorUnavailable(error.message)
+                raise error from exc
             logger.info("modal executor: %s is deployed", where)
 
+    async def _keep_looking_up(self) -> None:
+        """Retry the startup lookup with jittered backoff until Modal answers."""
+        failures = 0
+        while self.unavailable_reason is not None:
+            failures += 1
+            await asyncio.sleep(self._backoff.compute(failures))
+            try:
+                await self._look_up_all()
+            except ExecutorUnavailable as exc:
+                self.unavailable_reason = exc.message
+                logger.warning("modal executor still unavailable: %s", exc.message)
+            else:
+                self.unavailable_reason = None
+                logger.info("modal executor: Modal answers again after %d retries", failures)
+
     async def spawn(self, job: Job) -> str:
+        if self.unavailable_reason is not None:
+            raise ExecutorUnavailable(
+                f"cannot spawn job {job.id}: Modal has not answered since startup "
+                f"({self.unavailable_reason}); retrying",
+                job_id=job.id,
+            )
         function_name = self._functions_by_kind.get(job.kind)
         if function_name is None:
             raise ExecutorError(
@@ -345,6 +393,11 @@ class ModalExecutor:
 
     async def aclose(self) -> None:
         # Modal's client is shared by the process and closed with it; only our handles go.
+        if self._retry_task is not None:
+            self._retry_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._retry_task
+            self._retry_task = None
         self._handles.clear()
 
     # -- internals -------------------------------------------------------------------------------

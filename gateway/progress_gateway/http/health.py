@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from progress_gateway.executors.base import Degradable
 from progress_gateway.gateway import Gateway
 
 logger = logging.getLogger("progress_gateway.http.health")
@@ -46,12 +47,21 @@ async def readyz(request: Request) -> Response:
         problems.append("subscriber: not connected")
     if gateway.draining:
         problems.append("draining: shutting down")
+    # Still ready: jobs of other executors, watching and WebSockets work; the executor's own kinds
+    # answer 503 executor_unavailable until its service answers (the reason goes to the log).
+    degraded = [
+        f"executor {name}: unavailable"
+        for name, executor in gateway.lifecycle.executors.items()
+        if isinstance(executor, Degradable) and executor.unavailable_reason is not None
+    ]
     if problems:
         return JSONResponse(
-            {"status": "unavailable", "problems": problems},
+            {"status": "unavailable", "problems": problems, "degraded": degraded},
             status_code=503,
             headers={"Retry-After": "2"},
         )
+    if degraded:
+        return JSONResponse({"status": "ready", "degraded": degraded})
     return JSONResponse({"status": "ready"})
 
 

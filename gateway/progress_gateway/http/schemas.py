@@ -44,10 +44,12 @@ class Problem(BaseModel):
 
 
 class Status(BaseModel):
-    """``/healthz`` and ``/readyz``; ``problems`` says why the gateway is not ready."""
+    """``/healthz`` and ``/readyz``; ``problems`` says why the gateway is not ready, ``degraded``
+    what it cannot do while ready (an executor whose service has not answered yet)."""
 
     status: Literal["ok", "ready", "unavailable"]
     problems: list[str] = Field(default_factory=list)
+    degraded: list[str] = Field(default_factory=list)
 
 
 class ActiveExports(BaseModel):
