@@ -213,14 +213,16 @@ class ModalStandIn:
         """Modal dropped the call's output (it keeps outputs for a limited time)."""
         self._path(call_id, "expired").touch()
 
-    async def preempt(self, call_id: str, *, grace_s: float = 0.2) -> None:
+    async def preempt(self, call_id: str, *, grace_s: float = 0.2) -> bool:
         """Preempt the input's container as Modal does: SIGINT, SIGKILL after ``grace_s``, then
-        run the same input (same call id) on a new container, unless it finished meanwhile."""
+        run the same input (same call id) on a new container, unless it finished meanwhile.
+        True if the container had to be killed (it did not exit on SIGINT within ``grace_s``)."""
         pid = self._pid(call_id)
         preempting = self._path(call_id, "preempting")
         preempting.touch()  # until the input runs again, get answers "running"
         os.kill(pid, signal.SIGINT)
-        if not await self._exited(pid, grace_s):
+        killed = not await self._exited(pid, grace_s)
+        if killed:
             os.kill(pid, signal.SIGKILL)
             if not await self._exited(pid, 10.0):
                 raise RuntimeError(f"container {pid} of {call_id} survived SIGKILL")
@@ -228,6 +230,7 @@ class ModalStandIn:
             self._path(call_id, "ready").unlink(missing_ok=True)
             self._start_container(call_id)
         preempting.unlink()
+        return killed
 
     def pid(self, call_id: str) -> int:
         return self._pid(call_id)

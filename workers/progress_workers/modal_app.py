@@ -14,16 +14,15 @@ Cancellation: ``FunctionCall.cancel()`` makes Modal raise ``InputCancellation`` 
 function; the reporter ends the job ``cancelled``.
 
 Preemption: Modal interrupts a preempted container with SIGINT, kills it after a grace period and
-runs the same input again, with the same call id, on a new container. The reporter would record a
-``KeyboardInterrupt`` as a cancellation, which would end the job for good and leave the retry
-nothing to do, so while an input runs SIGINT is logged and otherwise ignored: the work keeps
-reporting until the container is killed, and the job stays ``running``. The retry's ``start``
-makes it a new ``attempt`` (``attempt`` + 1, ``seq`` + 1). Progress is not reset: it never
-decreases within a job, so the bar holds at the highest value the first attempt reached until the
-new attempt passes it (docs/decisions.md, "attempt"). If Modal does not retry, the reaper finds the
-call ended and finalizes the job. Modal also re-runs an input whose container died (a crash, out of
-memory; up to ~8 times): the gateway passes ``max_attempts`` with every spawn, and past it the job
-fails ``worker_lost`` instead of running again.
+runs the same input again, with the same call id, on a new container. While an input runs, SIGINT
+ends the container at once without recording anything (see ``_exit_on_sigint``): the job stays
+``running``, and the retry's ``start`` makes it a new ``attempt`` (``attempt`` + 1, ``seq`` + 1).
+Progress is not reset: it never decreases within a job, so the bar holds at the highest value the
+first attempt reached until the new attempt passes it (docs/decisions.md, "attempt"). If Modal
+does not retry, the reaper finds the call ended and finalizes the job. Modal also re-runs an input
+whose container died (a crash, out of memory; up to ~8 times): the gateway passes
+``max_attempts`` with every spawn, and past it the job fails ``worker_lost`` instead of running
+again.
 
 Importing this module defines the app and does nothing else: no credentials, no network, no
 environment reads.
@@ -32,6 +31,7 @@ environment reads.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -68,18 +68,33 @@ image = (
 redis_secret = modal.Secret.from_name(SECRET_NAME, required_keys=["GATEWAY_REDIS_URL"])
 
 
+# The exit status after SIGINT: the shell's convention for "killed by SIGINT".
+SIGINT_EXIT_STATUS = 130
+
+
 @contextmanager
-def _preemption_tolerated() -> Iterator[None]:
-    """Ignore (but log) SIGINT while an input runs; see the module docstring."""
+def _exit_on_sigint() -> Iterator[None]:
+    """While an input runs, SIGINT ends the container at once, leaving the job ``running``.
+
+    Modal sends SIGINT on preemption, at the input's timeout, on ``modal app stop``, when a
+    container is stopped and on ``modal deploy --strategy recreate``, then SIGKILL after a grace
+    period (~30 s). Raising ``KeyboardInterrupt`` would make the reporter record a cancellation,
+    which ends the job for good; ignoring the signal would pay for the grace period every time.
+    Exiting leaves the job as it is: a re-run of the input is its next attempt, and otherwise the
+    reaper finalizes it from Modal's answer. At most the last ``min_interval_s`` of progress is
+    not written.
+    """
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers belong to the main thread; Modal runs sync inputs there
         return
 
     def interrupted(signum: int, frame: FrameType | None) -> None:
         logger.warning(
-            "SIGINT (preemption?): the job stays running; if this container is killed, "
-            "Modal runs the input again as a new attempt"
+            "SIGINT (preemption, timeout or stop): exiting now; the job stays running and a "
+            "re-run of this input continues it as a new attempt"
         )
+        logging.shutdown()
+        os._exit(SIGINT_EXIT_STATUS)
 
     previous = signal.signal(signal.SIGINT, interrupted)
     try:
@@ -116,7 +131,7 @@ def run_input(
     leaves as ``WorkerFailed`` (see there); Modal's ``InputCancellation`` and interrupts, which
     are not ``Exception``, pass unchanged for Modal's container to handle.
     """
-    with _failures_wrapped(), _preemption_tolerated():
+    with _failures_wrapped(), _exit_on_sigint():
         try:
             return run_job(
                 client,
