@@ -56,11 +56,11 @@ def test_the_calls_we_make_exist_with_their_async_forms(tmp_path: Path) -> None:
     pairs: list[tuple[Callable[..., object], Callable[..., object]]] = [
         (modal.Function.from_name, standin.Function.from_name),
         (modal.FunctionCall.from_id, standin.FunctionCall.from_id),
-        (modal.Function.hydrate.aio, function.hydrate.aio),
-        (modal.Function.spawn.aio, function.spawn.aio),  # type: ignore[misc]
-        (modal.FunctionCall.get.aio, call.get.aio),  # type: ignore[misc]
-        (modal.FunctionCall.cancel.aio, call.cancel.aio),
-        (modal.FunctionCall.get_call_graph.aio, call.get_call_graph.aio),
+        (modal.Function.hydrate.aio, function.hydrate.aio),  # type: ignore[misc,unused-ignore]
+        (modal.Function.spawn.aio, function.spawn.aio),  # type: ignore[misc,unused-ignore]
+        (modal.FunctionCall.get.aio, call.get.aio),  # type: ignore[misc,unused-ignore]
+        (modal.FunctionCall.cancel.aio, call.cancel.aio),  # type: ignore[misc,unused-ignore]
+        (modal.FunctionCall.get_call_graph.aio, call.get_call_graph.aio),  # type: ignore[misc,unused-ignore]
         (modal.current_function_call_id, standin.current_function_call_id),
     ]
     for real, ours in pairs:
