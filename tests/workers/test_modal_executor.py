@@ -445,7 +445,7 @@ async def test_start_fails_fast_when_the_app_is_not_deployed(tmp_path: Path) -> 
         await ModalExecutor(APP_NAME, KINDS, sdk=standin).start()
     message = raised.value.message
     assert f"'demo' of app '{APP_NAME}' is not deployed" in message
-    assert "modal deploy workers/progress_workers/modal_app.py" in message
+    assert "modal deploy -m progress_workers.modal_app" in message
     assert isinstance(raised.value.__cause__, modal.exception.NotFoundError)
 
     standin.deploy(APP_NAME, "other", "demo_modal")  # the app exists, the function does not

@@ -1,4 +1,4 @@
-"""The deployable Modal app: ``modal deploy workers/progress_workers/modal_app.py``.
+"""The deployable Modal app: ``modal deploy -m progress_workers.modal_app`` (from the checkout).
 
 Each function is one job kind of ``progress_workers.kinds.KINDS`` whose executor is ``modal`` (its
 ``modal_function`` names the function here). The gateway spawns it with

@@ -52,7 +52,7 @@ from progress_gateway.executors.base import CallState, Failed, Running, Succeede
 
 logger = logging.getLogger("progress_gateway.executors.modal")
 
-DEPLOY_HINT = "deploy it with `modal deploy workers/progress_workers/modal_app.py`"
+DEPLOY_HINT = "deploy it with `modal deploy -m progress_workers.modal_app` from the checkout"
 CREDENTIALS_HINT = (
     "set MODAL_TOKEN_ID and MODAL_TOKEN_SECRET (or run `modal token new`) for the gateway"
 )
