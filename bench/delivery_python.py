@@ -16,12 +16,13 @@ import time
 import types
 from collections.abc import Callable
 
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+
 from progress_gateway.hub import Snapshot
 from progress_gateway.outbox import Outbox
 from progress_gateway.ws import Connection
 from progress_gateway.wsproto import FrameWriterProtocol, WritableFlag
-from websockets.protocol import State
-from websockets.server import ServerProtocol
 
 
 class DroppingTransport:

@@ -31,10 +31,11 @@ from pathlib import Path
 
 import websockets
 from fanout import PREFIX, ROOT, SECRET, Gateway, RedisServer, proc_rss
+from websockets.asyncio.client import ClientConnection
+
 from progress_core.store import StoreOptions
 from progress_gateway.auth import issue_token
 from progress_workers import AsyncProgressClient
-from websockets.asyncio.client import ClientConnection
 
 OWNER = "mallory"
 MIB = 1024 * 1024

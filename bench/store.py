@@ -40,11 +40,12 @@ from pathlib import Path
 from typing import Any
 
 import redis
+from redis.exceptions import RedisError
+
 from progress_core.models import Create, Update
 from progress_core.store.base import JobStore, StoreOptions
 from progress_core.store.redis import RedisJobStore
 from progress_core.store.sqlite import SqliteJobStore
-from redis.exceptions import RedisError
 
 DEFAULT_UPDATES = {"redis": 50_000, "sqlite": 20_000}
 STAGES = ("download", "transform", "render", "upload", "finalize")

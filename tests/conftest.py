@@ -5,8 +5,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from progress_core.store import JobStore, StoreOptions, open_store
 
+from progress_core.store import JobStore, StoreOptions, open_store
 from tests.support.redis_server import RedisServer
 
 BACKENDS = ["redis", "sqlite"]

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from progress_core.errors import Unauthorized
 from progress_gateway.auth import verify_token
 

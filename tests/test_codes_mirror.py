@@ -12,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
 from progress_core.codes import CLOSE_RULES, ERROR_RULES, CloseCode, ErrorCode
 from progress_core.errors import GatewayError
 from progress_gateway.http.problems import HTTP_CODES, problem_codes

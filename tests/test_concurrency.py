@@ -7,7 +7,6 @@ from concurrent.futures import ProcessPoolExecutor
 
 from progress_core.store import StoreOptions
 from progress_workers import JobStatus, ProgressClient
-
 from tests.support.worker_processes import hammer_updates, race_to_finish
 
 PROCESSES = 4

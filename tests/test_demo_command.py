@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 
 import httpx
-from progress_gateway.auth import verify_token
 
+from progress_gateway.auth import verify_token
 from tests.support.redis_server import free_port, wait_until
 
 ROOT = Path(__file__).resolve().parents[1]

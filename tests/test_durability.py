@@ -13,7 +13,6 @@ from pathlib import Path
 
 from progress_core.store import StoreOptions, open_store
 from progress_workers import JobStatus, ProgressClient
-
 from tests.support.redis_server import RedisServer
 
 

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+
 from progress_gateway.app import create_app as create_progress_app
 from progress_gateway.settings import Settings
 

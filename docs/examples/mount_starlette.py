@@ -7,12 +7,13 @@ its ``GATEWAY_*`` settings from the environment); ``docs/mounting.md`` explains 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from progress_gateway.app import create_app as create_progress_app
-from progress_gateway.settings import Settings
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
+
+from progress_gateway.app import create_app as create_progress_app
+from progress_gateway.settings import Settings
 
 
 async def home(request: Request) -> JSONResponse:

@@ -13,15 +13,14 @@ from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
 from typing import Any
 
-from progress_core.errors import BadRequest
-from progress_core.store import JobStore, open_store
-from progress_core.store.redis import RedisJobStore
-from progress_core.store.sqlite import SqliteJobStore
-from progress_workers.kinds import KINDS
 from starlette.applications import Starlette
 from starlette.routing import Route, WebSocketRoute
 from starlette.types import Receive, Scope, Send
 
+from progress_core.errors import BadRequest
+from progress_core.store import JobStore, open_store
+from progress_core.store.redis import RedisJobStore
+from progress_core.store.sqlite import SqliteJobStore
 from progress_gateway.auth import TokenVerifier
 from progress_gateway.broker.base import Broker
 from progress_gateway.broker.redis import RedisBroker
@@ -40,6 +39,7 @@ from progress_gateway.protocol import Limits
 from progress_gateway.reaper import FileLeadership, Leadership, Reaper, RedisLeadership
 from progress_gateway.settings import Settings
 from progress_gateway.ws import websocket_endpoint
+from progress_workers.kinds import KINDS
 
 logger = logging.getLogger("gateway")
 

@@ -31,9 +31,9 @@ from jwt.exceptions import (
     MissingRequiredClaimError,
     PyJWTError,
 )
+
 from progress_core.errors import BadRequest, Unauthorized
 from progress_core.models import check_owner
-
 from progress_gateway.jwks import JwksCache, JwksOptions, PublicKey
 
 __all__ = [

@@ -20,9 +20,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeAlias
 
-from progress_core.errors import BadRequest, GatewayError
 from pydantic import ValidationError
 
+from progress_core.errors import BadRequest, GatewayError
 from progress_gateway.auth import check_secret, issue_token
 from progress_gateway.settings import Settings
 

@@ -13,7 +13,6 @@ from dataclasses import dataclass, field
 
 from progress_core.codes import CloseCode
 from progress_core.store import JobStore
-
 from progress_gateway.auth import Claims, TokenVerifier
 from progress_gateway.broker.base import Broker
 from progress_gateway.budget import OwnerBudget

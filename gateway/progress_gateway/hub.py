@@ -40,7 +40,6 @@ from datetime import datetime
 
 from progress_core.errors import Forbidden, GatewayError, JobNotFound, TooManySubscriptions
 from progress_core.store import JobStore
-
 from progress_gateway.broker.base import Broker, MalformedMessage
 from progress_gateway.metrics import Metrics
 from progress_gateway.outbox import Outbox

@@ -38,8 +38,6 @@ from progress_core.models import (
     Succeed,
 )
 from progress_core.store import JobStore
-from progress_workers.kinds import JobKind, get_kind
-
 from progress_gateway.executors.base import (
     Bounded,
     Degradable,
@@ -52,6 +50,7 @@ from progress_gateway.executors.base import (
 )
 from progress_gateway.metrics import Metrics
 from progress_gateway.tasks import TaskGroup
+from progress_workers.kinds import JobKind, get_kind
 
 logger = logging.getLogger("progress_gateway.lifecycle")
 

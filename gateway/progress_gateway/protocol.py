@@ -17,7 +17,6 @@ from typing import Any
 from progress_core.codes import CloseCode, ErrorCode
 from progress_core.errors import BadRequest, GatewayError
 from progress_core.models import check_job_id
-
 from progress_gateway import jsonlimits
 from progress_gateway.auth import Claims
 

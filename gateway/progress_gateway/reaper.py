@@ -20,12 +20,12 @@ import uuid
 from pathlib import Path
 from typing import IO, Protocol
 
+from redis.exceptions import RedisError
+
 from progress_core.errors import GatewayError, StoreUnavailable
 from progress_core.redis_client import redis_client
 from progress_core.store import JobStore
 from progress_core.store.base import DEFAULT_STALE_PAGE, StaleCursor
-from redis.exceptions import RedisError
-
 from progress_gateway.lifecycle import Lifecycle
 from progress_gateway.metrics import Metrics
 

@@ -13,6 +13,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from redis.asyncio.connection import parse_url
+
 from progress_core.config import (
     DEFAULT_SQLITE_PATH,
     check_key_prefix,
@@ -22,10 +26,6 @@ from progress_core.config import (
 from progress_core.errors import BadRequest
 from progress_core.store import StoreOptions
 from progress_core.store.base import DEFAULT_HISTORY_MAXLEN, DEFAULT_RETENTION_S
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
-from redis.asyncio.connection import parse_url
-
 from progress_gateway.auth import ALGORITHMS, AuthConfig, TokenVerifier, check_secret
 from progress_gateway.broker.subscriber import tls_context
 from progress_gateway.jwks import JwksOptions, check_jwks_url, load_pem_key

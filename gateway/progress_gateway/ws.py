@@ -21,11 +21,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from urllib.parse import parse_qs
 
+from starlette.types import Message, Receive, Scope, Send
+
 from progress_core.codes import CloseCode, ErrorCode
 from progress_core.errors import GatewayError
 from progress_core.models import format_time
-from starlette.types import Message, Receive, Scope, Send
-
 from progress_gateway.auth import KeyRefreshNeeded
 from progress_gateway.gateway import Gateway
 from progress_gateway.hub import Snapshot, WatchResult

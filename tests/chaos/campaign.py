@@ -30,11 +30,11 @@ from pathlib import Path
 from typing import TypeVar
 
 import httpx
+
 from progress_core.errors import JobExists, JobFinished, StoreUnavailable
 from progress_core.store import StoreOptions
 from progress_gateway.auth import issue_token
 from progress_workers import AsyncProgressClient
-
 from tests.chaos.fault_proxy import FaultProxy
 from tests.chaos.watchers import TERMINAL, Violations, Watcher
 from tests.support.gateway_server import SECRET, GatewayServer

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Callable
 
 import pytest
+
 from progress_core.errors import BadRequest, GatewayError, InvalidJobId, PayloadTooLarge
 from progress_core.models import (
     MAX_JSON_BYTES,
@@ -22,7 +23,6 @@ from progress_core.models import (
     Update,
 )
 from progress_core.store import JobStore
-
 from tests.support.contract import new_job, state
 
 GOOD_ID = str(uuid.uuid4())

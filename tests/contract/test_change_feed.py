@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import cast
 
 import pytest
+
 from progress_core.errors import JobFinished
 from progress_core.models import Heartbeat, RequestCancel, Start, Succeed, Update
 from progress_core.store import JobStore
 from progress_core.store.sqlite import ChangeRecord, SqliteJobStore
-
 from tests.support.contract import new_job
 
 pytestmark = pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)

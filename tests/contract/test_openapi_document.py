@@ -7,6 +7,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import BaseRoute, Route, WebSocketRoute
+
 from progress_core.codes import ERROR_RULES, ErrorCode
 from progress_core.models import Job
 from progress_gateway.app import create_app, openapi_for
@@ -14,10 +18,6 @@ from progress_gateway.http.openapi import OPERATIONS, openapi_document
 from progress_gateway.http.problems import problem_codes
 from progress_gateway.http.schemas import REF
 from progress_gateway.settings import Settings
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import BaseRoute, Route, WebSocketRoute
-
 from tests.support.gateway_server import SECRET
 
 PROBLEM = "application/problem+json"

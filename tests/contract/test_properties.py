@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
 from progress_core.errors import JobFinished
 from progress_core.models import (
     ERROR_CODES,
@@ -33,7 +34,6 @@ from progress_core.models import (
 )
 from progress_core.store import JobStore, StoreOptions, open_store
 from progress_core.transitions import Effect, Outcome, apply_change, create_job
-
 from tests.support.contract import timeline, without_timestamps
 
 # Text the validators accept: any code point but lone surrogates (st.text() never draws those).

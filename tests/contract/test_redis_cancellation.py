@@ -13,14 +13,14 @@ import random
 
 import pytest
 import redis.asyncio as aioredis
+from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
+
 from progress_core.models import Create
 from progress_core.redis_client import connection_pool, redis_client
 from progress_core.store import StoreOptions
 from progress_core.store.redis import RedisJobStore
 from progress_workers.client import AsyncProgressClient
 from progress_workers.reporter import AsyncReporter
-from redis.asyncio.connection import SSLConnection, UnixDomainSocketConnection
-
 from tests.support.redis_server import RedisServer
 
 TICK_OFFSETS = range(40)

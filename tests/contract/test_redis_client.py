@@ -6,11 +6,11 @@ import asyncio
 import contextlib
 
 import redis.asyncio as aioredis
+
 from progress_core.errors import StoreUnavailable
 from progress_core.models import Create, Start, Update
 from progress_core.store import StoreOptions
 from progress_core.store.redis import CommandBatcher, RedisJobStore
-
 from tests.support.redis_server import RedisServer
 
 

@@ -6,9 +6,9 @@ import uuid
 
 import pytest
 import redis.asyncio as aioredis
+
 from progress_core.models import Start, Update
 from progress_core.store import JobStore
-
 from tests.support.contract import new_job
 
 

@@ -8,7 +8,6 @@ import time
 from progress_core.models import Fail, Heartbeat, Job, Start, Update
 from progress_core.store import JobStore, StoreOptions
 from progress_core.store.base import StaleCursor
-
 from tests.support.backdate import backdate
 from tests.support.contract import new_job
 

@@ -15,6 +15,7 @@ from typing import cast
 
 import pytest
 import redis.asyncio as aioredis
+
 from progress_core.errors import JobExists, JobFinished, JobNotFound
 from progress_core.models import (
     AttachCall,
@@ -32,7 +33,6 @@ from progress_core.models import (
 )
 from progress_core.store import JobStore, StoreOptions, open_store
 from progress_core.store.redis import RedisJobStore
-
 from tests.support.contract import (
     clock_passes,
     eventually,

@@ -21,12 +21,12 @@ from pathlib import Path
 import httpx
 import pytest
 import websockets
-from progress_core.store import StoreOptions
-from progress_gateway.settings import Settings
-from progress_workers import ProgressClient
 from websockets.exceptions import InvalidStatus
 from websockets.typing import Origin
 
+from progress_core.store import StoreOptions
+from progress_gateway.settings import Settings
+from progress_workers import ProgressClient
 from tests.gateway.conftest import token_for
 from tests.support.gateway_server import ROOT, GatewayServer
 from tests.support.http import sse_items

@@ -11,8 +11,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from progress_gateway.settings import Settings
 
+from progress_gateway.settings import Settings
 from tests.support.gateway_server import ROOT
 
 UNIT = ROOT / "deploy" / "systemd" / "progress-gateway.service"

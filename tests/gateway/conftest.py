@@ -4,10 +4,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from progress_core.store import StoreOptions
 from progress_gateway.auth import issue_token
 from progress_workers import ProgressClient
-
 from tests.support.gateway_server import SECRET, GatewayServer
 
 

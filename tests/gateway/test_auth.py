@@ -9,6 +9,7 @@ import time
 
 import jwt
 import pytest
+
 from progress_core.errors import BadRequest, Unauthorized
 from progress_gateway.auth import MIN_SECRET_BYTES, Claims, issue_token, verify_token
 

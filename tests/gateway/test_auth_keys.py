@@ -32,13 +32,13 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
+from pydantic import ValidationError
+from websockets.exceptions import ConnectionClosed
+
 from progress_core.errors import BadRequest, Unauthorized
 from progress_gateway.auth import AuthConfig, TokenVerifier
 from progress_gateway.jwks import JwksCache, JwksOptions
 from progress_gateway.settings import Settings
-from pydantic import ValidationError
-from websockets.exceptions import ConnectionClosed
-
 from tests.support.gateway_server import SECRET, GatewayServer, embedded_gateway
 from tests.support.redis_server import wait_until
 from tests.support.ws_client import WsClient

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 import redis
+
 from progress_core.models import Create, Update
 from progress_core.store import StoreOptions
 from progress_core.store.redis import RedisJobStore
 from progress_gateway.broker.redis import RedisBroker
 from progress_gateway.metrics import Metrics
-
 from tests.support.contract import eventually
 from tests.support.redis_server import RedisServer
 

@@ -7,11 +7,11 @@ import uuid
 from typing import Any
 
 import httpx
+from starlette.routing import Route, WebSocketRoute
+
 from progress_gateway.app import create_app, openapi_for
 from progress_gateway.settings import Settings
 from progress_workers import ProgressClient
-from starlette.routing import Route, WebSocketRoute
-
 from tests.gateway.conftest import token_for
 from tests.support.gateway_server import SECRET, GatewayServer
 from tests.support.http import api_client, assert_problem, bearer, metric

@@ -9,9 +9,9 @@ import time
 import uuid
 
 import httpx
+
 from progress_gateway.auth import issue_token
 from progress_workers import ProgressClient
-
 from tests.gateway.conftest import token_for
 from tests.support.gateway_server import SECRET, GatewayServer
 from tests.support.http import api_client, assert_problem, bearer

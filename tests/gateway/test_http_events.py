@@ -11,7 +11,6 @@ from pathlib import Path
 
 from progress_core.store import StoreOptions
 from progress_workers import ProgressClient
-
 from tests.gateway.conftest import token_for
 from tests.support.gateway_server import GatewayServer
 from tests.support.http import (

@@ -9,7 +9,6 @@ from collections.abc import AsyncIterator
 
 from progress_core.store import StoreOptions, open_store
 from progress_workers import ProgressClient
-
 from tests.gateway.conftest import token_for
 from tests.support.gateway_server import GatewayServer
 from tests.support.http import api_client, assert_problem, bearer, eventually_metric, metric

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
 from progress_core.models import Create
 from progress_core.store import StoreOptions
 from progress_core.store.sqlite import SqliteJobStore

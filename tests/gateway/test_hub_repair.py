@@ -15,11 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+
 from progress_core.store import StoreOptions
 from progress_core.store.redis import RedisKeys
 from progress_gateway.auth import issue_token
 from progress_workers import AsyncProgressClient
-
 from tests.chaos.fault_proxy import FaultProxy
 from tests.support.gateway_server import SECRET, GatewayServer
 from tests.support.redis_server import RedisServer

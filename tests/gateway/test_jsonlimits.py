@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from progress_core.errors import BadRequest
 from progress_gateway.jsonlimits import MAX_DEPTH, MAX_NUMBER_CHARS, loads
 

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from progress_gateway.auth import issue_token
 
+from progress_gateway.auth import issue_token
 from tests.support.gateway_server import SECRET, GatewayServer, embedded_gateway
 
 HEARTBEAT_S = 1.0

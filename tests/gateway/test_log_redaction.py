@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 import pytest
+
 from progress_gateway.log_redaction import SafeRecords
 
 HANDSHAKE = '%s - "WebSocket %s" [accepted]'

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from progress_gateway.metrics import LoopHistogram
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
+
+from progress_gateway.metrics import LoopHistogram
 
 BUCKETS = (0.001, 0.0025, 0.005, 1.0)
 VALUES = (0.0, 0.0005, 0.001, 0.0011, 0.0025, 0.004, 0.9, 1.0, 3.0, 20.0)

@@ -18,16 +18,16 @@ from types import ModuleType
 import httpx
 import pytest
 import uvicorn
-from progress_core.store import StoreOptions
-from progress_gateway.app import GatewayApp, create_app
-from progress_gateway.settings import Settings
-from progress_workers import ProgressClient
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp
 
+from progress_core.store import StoreOptions
+from progress_gateway.app import GatewayApp, create_app
+from progress_gateway.settings import Settings
+from progress_workers import ProgressClient
 from tests.gateway.conftest import token_for
 from tests.support.gateway_server import SECRET
 from tests.support.http import bearer, sse_items

@@ -6,6 +6,7 @@ import json
 import uuid
 
 import pytest
+
 from progress_core.codes import CloseCode
 from progress_core.errors import Unauthorized
 from progress_gateway.auth import Claims

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from progress_core.models import Create, Heartbeat, Job, JobStatus, RequestCancel, Start, Update
 from progress_core.store import JobStore, StoreOptions
 from progress_gateway.executors.local import LocalExecutor, process_start_ticks
@@ -20,7 +21,6 @@ from progress_gateway.lifecycle import Lifecycle
 from progress_gateway.metrics import Metrics
 from progress_gateway.reaper import SWEEP_PAGE, FileLeadership, Reaper
 from progress_workers.kinds import KINDS
-
 from tests.gateway.conftest import token_for
 from tests.support.backdate import backdate
 from tests.support.contract import eventually

@@ -19,11 +19,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from progress_core.models import HistoryEvent
 from progress_core.store import StoreOptions
 from progress_core.store.redis import RedisJobStore
 from progress_workers import JobStatus, ProgressClient
-
 from tests.chaos.fault_proxy import FaultProxy
 from tests.gateway.conftest import token_for
 from tests.support.contract import eventually

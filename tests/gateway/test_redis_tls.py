@@ -10,9 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
+
 from progress_core.store import StoreOptions, open_store
 from progress_gateway.broker.subscriber import Subscriber
-
 from tests.gateway.conftest import token_for
 from tests.support.gateway_server import GatewayServer
 from tests.support.http import bearer

@@ -11,10 +11,10 @@ from pathlib import Path
 import httpx
 import pytest
 import redis
-from progress_core.store import StoreOptions
-from progress_workers import ProgressClient
 from websockets.exceptions import ConnectionClosed
 
+from progress_core.store import StoreOptions
+from progress_workers import ProgressClient
 from tests.gateway.conftest import token_for
 from tests.support.gateway_server import GatewayServer
 from tests.support.http import metric

@@ -9,9 +9,9 @@ from typing import Any
 
 import httpx
 import pytest
+
 from progress_core.store import StoreOptions
 from progress_gateway.executors.local import parse_call_id, process_start_ticks
-
 from tests.gateway.conftest import token_for
 from tests.support.contract import eventually
 from tests.support.gateway_server import GatewayServer

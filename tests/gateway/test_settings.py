@@ -6,11 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
+
 from progress_core.store import StoreOptions
 from progress_core.store.sqlite import path_from_url
 from progress_gateway.settings import Settings
-from pydantic import ValidationError
-
 from tests.support.tls import make_tls_files
 
 SECRET = "k" * 40

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 import redis
-from progress_gateway.broker.subscriber import Subscriber, SubscriberError
 
+from progress_gateway.broker.subscriber import Subscriber, SubscriberError
 from tests.support.redis_server import RedisServer
 
 

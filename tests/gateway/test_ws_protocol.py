@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 import websockets
-from progress_gateway.auth import issue_token
-from progress_workers import ProgressClient
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from progress_gateway.auth import issue_token
+from progress_workers import ProgressClient
 from tests.gateway.conftest import token_for
 from tests.support.gateway_server import SECRET, GatewayServer
 from tests.support.redis_server import wait_until

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 from progress_workers import ProgressClient
-
 from tests.gateway.conftest import token_for
 from tests.support.gateway_server import GatewayServer
 from tests.support.ws_client import WsClient

@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 
 import pytest
 import uvicorn
-from progress_gateway.wsproto import EXTENSION, FrameWriterProtocol
 from starlette.types import Receive, Scope, Send
 from websockets.asyncio.client import connect
 
+from progress_gateway.wsproto import EXTENSION, FrameWriterProtocol
 from tests.support.contract import eventually
 from tests.support.redis_server import free_port
 

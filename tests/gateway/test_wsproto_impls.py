@@ -17,6 +17,10 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
+from starlette.applications import Starlette
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.exceptions import ConnectionClosed
+
 from progress_gateway import wsproto
 from progress_gateway.server import uvicorn_config
 from progress_gateway.settings import Settings
@@ -28,10 +32,6 @@ from progress_gateway.wsproto import (
     uvicorn_tested,
 )
 from progress_workers import ProgressClient
-from starlette.applications import Starlette
-from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
-from websockets.exceptions import ConnectionClosed
-
 from tests.gateway.conftest import token_for
 from tests.support.gateway_server import ROOT, GatewayServer, embedded_gateway
 from tests.support.ws_client import WsClient

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+
 from progress_gateway.wsproto import ReceiveQueue, WritableFlag
 
 

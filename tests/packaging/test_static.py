@@ -6,8 +6,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from progress_gateway.http import static
 from starlette.applications import Starlette
+
+from progress_gateway.http import static
 
 
 @pytest.fixture

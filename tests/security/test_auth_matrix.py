@@ -19,11 +19,11 @@ import httpx
 import jwt
 import pytest
 import websockets
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
 from progress_core.store import StoreOptions
 from progress_gateway.auth import issue_token
 from progress_workers import ProgressClient
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-
 from tests.support.gateway_server import SECRET, GatewayServer
 from tests.support.http import assert_problem, bearer
 from tests.support.redis_server import RedisServer

@@ -12,10 +12,10 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+
 from progress_core.store import StoreOptions
 from progress_gateway.auth import issue_token
 from progress_workers import AsyncProgressClient
-
 from tests.support.gateway_server import SECRET, GatewayServer
 from tests.support.ws_client import WsClient
 

@@ -8,11 +8,11 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
+
 from progress_gateway.auth import issue_token
 from progress_gateway.jsonlimits import MAX_DEPTH
 from progress_workers import ProgressClient
-from websockets.exceptions import ConnectionClosed
-
 from tests.support.gateway_server import SECRET, GatewayServer, embedded_gateway
 from tests.support.http import assert_problem, bearer
 from tests.support.ws_client import WsClient

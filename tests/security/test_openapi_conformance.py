@@ -13,11 +13,11 @@ import jsonschema_rs
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
+
 from progress_gateway.app import openapi_for
 from progress_gateway.auth import issue_token
 from progress_gateway.settings import Settings
-from schemathesis.specs.openapi.checks import positive_data_acceptance
-
 from tests.support.gateway_server import SECRET, GatewayServer
 from tests.support.http import assert_problem, bearer
 from tests.support.redis_server import wait_until

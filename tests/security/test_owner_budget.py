@@ -16,9 +16,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from progress_workers import ProgressClient
 from websockets.exceptions import ConnectionClosed
 
+from progress_workers import ProgressClient
 from tests.gateway.conftest import token_for
 from tests.support.contract import eventually
 from tests.support.gateway_server import GatewayServer, embedded_gateway

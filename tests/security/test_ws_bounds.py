@@ -28,15 +28,15 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+
 from progress_core.codes import CloseCode
 from progress_core.store import StoreOptions
 from progress_gateway.metrics import Metrics
 from progress_gateway.protocol import Limits
 from progress_gateway.ws import Connection
 from progress_workers import ProgressClient
-from websockets.asyncio.client import ClientConnection
-from websockets.exceptions import ConnectionClosed
-
 from tests.gateway.conftest import token_for
 from tests.support.contract import eventually
 from tests.support.gateway_server import GatewayServer

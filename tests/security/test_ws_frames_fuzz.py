@@ -21,8 +21,6 @@ from contextlib import ExitStack
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from progress_core.codes import CloseCode
-from progress_workers import ProgressClient
 from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
@@ -30,6 +28,8 @@ from websockets.protocol import State
 from websockets.sync.client import ClientConnection, connect
 from websockets.uri import parse_uri
 
+from progress_core.codes import CloseCode
+from progress_workers import ProgressClient
 from tests.gateway.conftest import token_for
 from tests.support.gateway_server import GatewayServer, embedded_gateway
 

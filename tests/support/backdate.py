@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import redis.asyncio as aioredis
+
 from progress_core.models import Job, format_time
 from progress_core.store import StoreOptions
 from progress_core.store.redis import RedisKeys

@@ -76,6 +76,7 @@ import modal.exception
 
 # Defined in modal.call_graph up to 1.3, in modal.types (re-exported by call_graph) since.
 from modal.call_graph import InputInfo, InputStatus  # type: ignore[attr-defined,unused-ignore]
+
 from progress_core.store import StoreOptions
 
 ROOT = Path(__file__).resolve().parents[2]

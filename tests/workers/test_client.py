@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from progress_core.store import StoreOptions
 from progress_workers import (
     AsyncProgressClient,

@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+
 from progress_core.errors import JobFinished, Unprocessable
 from progress_core.models import Job, JobStatus, Update
 from progress_core.store import JobStore, StoreOptions
@@ -17,7 +18,6 @@ from progress_gateway.executors.local import LocalExecutor, parse_call_id, proce
 from progress_gateway.lifecycle import Lifecycle
 from progress_gateway.metrics import Metrics
 from progress_workers.kinds import KINDS
-
 from tests.support.contract import eventually
 
 

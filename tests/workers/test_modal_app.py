@@ -11,14 +11,14 @@ from pathlib import Path
 
 import modal
 import pytest
+from pydantic import BaseModel, ConfigDict
+
 from progress_core.models import Create, JobStatus
 from progress_core.store import StoreOptions, open_store
 from progress_workers import modal_app
 from progress_workers.kinds import KINDS, JobKind
 from progress_workers.runner import WorkerFailed
 from progress_workers.sync import ProgressClient, Reporter
-from pydantic import BaseModel, ConfigDict
-
 from tests.support.redis_server import RedisServer
 
 

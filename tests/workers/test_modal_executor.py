@@ -11,6 +11,7 @@ from pathlib import Path
 
 import modal.exception
 import pytest
+
 from progress_core.errors import ExecutorError, ExecutorUnavailable, JobFinished
 from progress_core.models import AttachCall, Create, Job, JobStatus
 from progress_core.store import JobStore, StoreOptions
@@ -22,7 +23,6 @@ from progress_workers.kinds import KINDS
 from progress_workers.modal_app import APP_NAME
 from progress_workers.runner import WorkerFailed
 from progress_workers.sync import ProgressClient
-
 from tests.support.contract import eventually
 from tests.support.modal_standin import CANCELLED_MESSAGE, ModalStandIn
 

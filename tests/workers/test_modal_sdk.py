@@ -13,12 +13,12 @@ import grpclib
 import modal
 import modal.exception
 import pytest
+
 from progress_core.errors import ExecutorUnavailable
 from progress_core.store import StoreOptions
 from progress_gateway.executors import modal as executor_module
 from progress_gateway.executors.modal import MODAL_MIN_VERSION, check_sdk_version
 from progress_workers.modal_app import APP_NAME
-
 from tests.support.modal_standin import ModalStandIn
 
 

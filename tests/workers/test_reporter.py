@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
+
 from progress_core.store import StoreOptions
 from progress_workers import (
     AsyncProgressClient,
@@ -15,7 +16,6 @@ from progress_workers import (
     ProgressClient,
     tracked,
 )
-
 from tests.support.redis_server import wait_until
 
 

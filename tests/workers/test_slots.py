@@ -7,9 +7,9 @@ import sys
 from pathlib import Path
 
 import httpx
+
 from progress_gateway.auth import issue_token
 from progress_workers.slots import join, leave, take_slot
-
 from tests.support.gateway_server import SECRET, GatewayServer
 from tests.support.redis_server import wait_until
 

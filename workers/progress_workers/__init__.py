@@ -18,7 +18,6 @@ from progress_core.errors import (
     StoreUnavailable,
 )
 from progress_core.models import Job, JobStatus
-
 from progress_workers.client import AsyncProgressClient
 from progress_workers.reporter import AsyncReporter
 from progress_workers.sync import ProgressClient, Reporter

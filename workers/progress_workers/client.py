@@ -21,7 +21,6 @@ from progress_core.models import (
     Update,
 )
 from progress_core.store import JobStore, StoreOptions, open_store
-
 from progress_workers.reporter import (
     DEFAULT_FINAL_RETRY_S,
     DEFAULT_HEARTBEAT_S,

@@ -10,9 +10,9 @@ import importlib
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from progress_core.errors import Unprocessable
 from pydantic import BaseModel, ValidationError
 
+from progress_core.errors import Unprocessable
 from progress_workers.demo import DemoParams
 
 

@@ -40,9 +40,9 @@ from pathlib import Path
 from types import FrameType
 
 import modal
+
 from progress_core.config import StoreConfig, worker_heartbeat_s
 from progress_core.errors import JobFinished
-
 from progress_workers.kinds import JobKind
 from progress_workers.reporter import DEFAULT_HEARTBEAT_S, describe_exception
 from progress_workers.runner import WorkerFailed, run_job

@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 
 from progress_core.errors import JobFinished
-
 from progress_workers.kinds import JobKind, get_kind
 from progress_workers.reporter import DEFAULT_HEARTBEAT_S
 from progress_workers.sync import ProgressClient

@@ -19,7 +19,6 @@ from typing import Any, TypeVar
 from progress_core.config import StoreConfig
 from progress_core.models import Job
 from progress_core.store import StoreOptions
-
 from progress_workers.client import AsyncProgressClient
 from progress_workers.reporter import (
     DEFAULT_FINAL_RETRY_S,

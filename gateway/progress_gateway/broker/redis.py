@@ -24,12 +24,12 @@ import time
 import uuid
 from collections.abc import Sequence
 
-from progress_core.errors import StoreUnavailable
-from progress_core.redis_client import redis_client
-from progress_core.store.redis import RedisKeys
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.exceptions import RedisError
 
+from progress_core.errors import StoreUnavailable
+from progress_core.redis_client import redis_client
+from progress_core.store.redis import RedisKeys
 from progress_gateway.broker.base import MalformedMessage, ReconnectHandler, SnapshotHandler
 from progress_gateway.broker.subscriber import Subscriber, SubscriberError
 from progress_gateway.metrics import Metrics

@@ -14,7 +14,6 @@ from collections.abc import Sequence
 
 from progress_core.errors import StoreUnavailable
 from progress_core.store.sqlite import SqliteJobStore
-
 from progress_gateway.broker.base import MalformedMessage, ReconnectHandler, SnapshotHandler
 
 logger = logging.getLogger("progress_gateway.broker.sqlite")

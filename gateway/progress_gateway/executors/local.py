@@ -22,10 +22,9 @@ from typing import IO, Any
 
 from progress_core.errors import BadRequest, ExecutorError
 from progress_core.models import Job
-from progress_workers import slots
-
 from progress_gateway.executors.base import CallState, Running, Unknown
 from progress_gateway.tasks import TaskGroup
+from progress_workers import slots
 
 logger = logging.getLogger("progress_gateway.executors.local")
 

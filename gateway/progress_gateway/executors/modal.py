@@ -40,15 +40,15 @@ from collections.abc import Awaitable, Mapping, Sequence
 from types import ModuleType
 from typing import Protocol, cast
 
-from progress_core.errors import ExecutorError, ExecutorUnavailable
-from progress_core.models import Job
-from progress_workers.kinds import JobKind
-from progress_workers.reporter import describe_exception
-from progress_workers.runner import WorkerFailed
 from pydantic import JsonValue
 from redis.backoff import ExponentialWithJitterBackoff
 
+from progress_core.errors import ExecutorError, ExecutorUnavailable
+from progress_core.models import Job
 from progress_gateway.executors.base import CallState, Failed, Running, Succeeded, Unknown
+from progress_workers.kinds import JobKind
+from progress_workers.reporter import describe_exception
+from progress_workers.runner import WorkerFailed
 
 logger = logging.getLogger("progress_gateway.executors.modal")
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import re
 
-from progress_core.errors import Unauthorized
 from starlette.requests import Request
 
+from progress_core.errors import Unauthorized
 from progress_gateway.gateway import Gateway
 
 __all__ = ["REALM", "authenticate", "challenge"]

@@ -16,6 +16,11 @@ import math
 import re
 import time
 
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
+
 from progress_core.errors import (
     BadRequest,
     Forbidden,
@@ -24,11 +29,6 @@ from progress_core.errors import (
     TooManyConnections,
 )
 from progress_core.models import Job, check_job_id
-from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
-from starlette.types import Receive, Scope, Send
-
 from progress_gateway import jsonlimits
 from progress_gateway.gateway import Gateway
 from progress_gateway.http.authn import authenticate

@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from progress_core.errors import StoreUnavailable
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from progress_core.errors import StoreUnavailable
 from progress_gateway.executors.base import Degradable
 from progress_gateway.gateway import Gateway
 

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import re
 
-from progress_core.errors import PayloadTooLarge, RequestTimeout
 from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
@@ -19,6 +18,7 @@ from starlette.requests import ClientDisconnect
 from starlette.routing import BaseRoute, Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from progress_core.errors import PayloadTooLarge, RequestTimeout
 from progress_gateway.gateway import Gateway
 from progress_gateway.http.problems import problem
 from progress_gateway.settings import Settings

@@ -15,17 +15,17 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from progress_core.codes import ERROR_RULES, ErrorCode
-from progress_workers.kinds import KINDS
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route, WebSocketRoute
 
+from progress_core.codes import ERROR_RULES, ErrorCode
 from progress_gateway.gateway import Gateway
 from progress_gateway.http import exports, health, static
 from progress_gateway.http.problems import upgrade_required
 from progress_gateway.http.schemas import component_schemas, error_status, ref
 from progress_gateway.settings import Settings
+from progress_workers.kinds import KINDS
 
 __all__ = ["OPERATIONS", "Answer", "Operation", "openapi_document", "routes"]
 

@@ -11,12 +11,12 @@ import logging
 from http import HTTPStatus
 from typing import Any
 
-from progress_core.codes import ERROR_RULES, ErrorCode
-from progress_core.errors import GatewayError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from progress_core.codes import ERROR_RULES, ErrorCode
+from progress_core.errors import GatewayError
 from progress_gateway.http.authn import challenge
 
 logger = logging.getLogger("progress_gateway.http")

@@ -10,10 +10,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema, create_model
+
 from progress_core.codes import ERROR_RULES, ErrorCode
 from progress_core.models import HistoryEvent, Job
 from progress_workers.kinds import JobKind
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema, create_model
 
 __all__ = ["REF", "component_schemas", "ref"]
 
