@@ -24,6 +24,9 @@ from progress_core.errors import BadRequest, InvalidJobId, PayloadTooLarge
 MAX_STAGE_CHARS = 64
 MAX_MESSAGE_CHARS = 1000
 MAX_JSON_BYTES = 64 * 1024
+# A checkpoint is the worker's resume point (a step number, a cursor), rewritten every few steps:
+# small on purpose, so writing it costs no more than a progress update.
+MAX_CHECKPOINT_BYTES = 16 * 1024
 MAX_OWNER_CHARS = 256
 MAX_KIND_CHARS = 64
 MAX_EXECUTOR_CHARS = 32
@@ -204,7 +207,7 @@ def check_text(value: object, field: str, limit: int) -> str:
     return value
 
 
-def encode_json(value: object, field: str) -> str:
+def encode_json(value: object, field: str, limit: int = MAX_JSON_BYTES) -> str:
     """Compact JSON of a user value, size-checked: what the store keeps verbatim."""
     try:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -213,8 +216,8 @@ def encode_json(value: object, field: str) -> str:
             f"{field} must be JSON-serializable without NaN or infinity: {exc}"
         ) from exc
     size = len(_check_utf8(text, field))
-    if size > MAX_JSON_BYTES:
-        raise PayloadTooLarge(f"{field} is {size} bytes of JSON, the limit is {MAX_JSON_BYTES}")
+    if size > limit:
+        raise PayloadTooLarge(f"{field} is {size} bytes of JSON, the limit is {limit}")
     return text
 
 
@@ -298,6 +301,19 @@ class Heartbeat:
 
 
 @dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """The worker's resume point, stored beside the job (not in its snapshot): a later attempt
+    reads it back. Like a heartbeat it refreshes ``heartbeat_at`` only: no ``seq`` change,
+    nothing published, since browsers never see it."""
+
+    data_json: str
+
+    @classmethod
+    def build(cls, data: object) -> Checkpoint:
+        return cls(data_json=encode_json(data, "checkpoint", MAX_CHECKPOINT_BYTES))
+
+
+@dataclass(frozen=True, slots=True)
 class Succeed:
     result_json: str
 
@@ -348,5 +364,5 @@ class AttachCall:
 
 
 Change: TypeAlias = (
-    Start | Update | Heartbeat | Succeed | Fail | RequestCancel | Cancel | AttachCall
+    Start | Update | Heartbeat | Checkpoint | Succeed | Fail | RequestCancel | Cancel | AttachCall
 )

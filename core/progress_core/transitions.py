@@ -12,11 +12,12 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
 
-from progress_core.errors import JobFinished
+from progress_core.errors import Conflict, JobFinished
 from progress_core.models import (
     AttachCall,
     Cancel,
     Change,
+    Checkpoint,
     Create,
     Fail,
     Heartbeat,
@@ -34,7 +35,7 @@ class Effect(Enum):
     """What a store must do with the outcome of a change."""
 
     PUBLISH = "publish"  # seq + 1: write, append history, publish
-    WRITE = "write"  # heartbeat: write the snapshot only
+    WRITE = "write"  # heartbeat, checkpoint: write the snapshot only
     NONE = "none"  # idempotent repeat: nothing to write
 
 
@@ -78,7 +79,13 @@ def apply_change(job: Job, change: Change, now: datetime) -> Outcome:
             job_id=job.id,
             status=job.status.value,
         )
-    if isinstance(change, Heartbeat):
+    if isinstance(change, Checkpoint) and job.status is not JobStatus.RUNNING:
+        raise Conflict(
+            f"job {job.id} is {job.status.value}; only a started job can store a checkpoint",
+            job_id=job.id,
+        )
+    if isinstance(change, Heartbeat | Checkpoint):
+        # The store keeps a checkpoint beside the job; the snapshot only records the liveness.
         return Outcome(job.model_copy(update={"heartbeat_at": now}), Effect.WRITE)
     fields: dict[str, object]
     if isinstance(change, Start):

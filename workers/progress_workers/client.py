@@ -7,10 +7,13 @@ from __future__ import annotations
 
 from types import TracebackType
 
+from pydantic import JsonValue
+
 from progress_core.config import StoreConfig
 from progress_core.models import (
     AttachCall,
     Cancel,
+    Checkpoint,
     Create,
     Fail,
     Heartbeat,
@@ -78,6 +81,13 @@ class AsyncProgressClient:
 
     async def heartbeat(self, job_id: str) -> Job:
         return await self.store.apply(job_id, Heartbeat())
+
+    async def checkpoint(self, job_id: str, data: object) -> Job:
+        """Store the job's resume point (JSON, at most 16 KiB), replacing the previous one."""
+        return await self.store.apply(job_id, Checkpoint.build(data))
+
+    async def last_checkpoint(self, job_id: str) -> JsonValue:
+        return await self.store.last_checkpoint(job_id)
 
     async def succeed(self, job_id: str, result: object = None) -> Job:
         return await self.store.apply(job_id, Succeed.build(result))

@@ -11,17 +11,21 @@ reporting through a store outage, and on exit records how the work ended: succes
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 import uuid
 from types import TracebackType
 from typing import TYPE_CHECKING
 
+from pydantic import JsonValue
+
 from progress_core.errors import GatewayError, JobFinished, JobNotFound, StoreUnavailable
 from progress_core.models import (
     MAX_MESSAGE_CHARS,
     Cancel,
     Change,
+    Checkpoint,
     Fail,
     Heartbeat,
     Job,
@@ -73,6 +77,8 @@ class AsyncReporter:
         self.client = client
         self.job_id = job_id
         self.job: Job | None = None
+        # What the previous attempt stored with ``checkpoint()``; None on a first attempt.
+        self.last_checkpoint: JsonValue = None
         self._heartbeat_s = heartbeat_s
         self._min_interval_s = min_interval_s
         self._final_retry_s = final_retry_s
@@ -101,6 +107,7 @@ class AsyncReporter:
 
     async def __aenter__(self) -> AsyncReporter:
         self._observe(await self.client.store.apply(self.job_id, Start()))
+        self.last_checkpoint = await self.client.store.last_checkpoint(self.job_id)
         self._heartbeat_task = asyncio.create_task(
             self._heartbeat_loop(), name=f"pgw-heartbeat-{self.job_id}"
         )
@@ -158,6 +165,25 @@ class AsyncReporter:
             await self._send()
         elif self._flush_task is None:
             self._flush_task = asyncio.create_task(self._flush_later(max(wait, 0.0)))
+
+    async def checkpoint(self, data: object) -> None:
+        """Store a small JSON resume point (at most 16 KiB) with the job, written now.
+
+        A later attempt of this job (after a preemption or a crash) finds it in
+        ``last_checkpoint``. A store outage is logged, not raised: the next checkpoint replaces
+        this one and the work goes on. Raises ``JobFinished`` once the job has ended elsewhere.
+        """
+        self._raise_if_finished()
+        change = Checkpoint.build(data)
+        try:
+            self._observe(await self.client.store.apply(self.job_id, change))
+        except JobFinished as exc:
+            self._finished = exc
+            raise
+        except StoreUnavailable as exc:
+            logger.warning("checkpoint of job %s not written: %s", self.job_id, exc)
+            return
+        self.last_checkpoint = json.loads(change.data_json)
 
     async def succeed(self, result: object = None) -> Job:
         return await self._finish(Succeed.build(result))

@@ -16,6 +16,8 @@ from concurrent.futures import Future
 from types import TracebackType
 from typing import Any, TypeVar
 
+from pydantic import JsonValue
+
 from progress_core.config import StoreConfig
 from progress_core.models import Job
 from progress_core.store import StoreOptions
@@ -118,6 +120,12 @@ class ProgressClient:
     def heartbeat(self, job_id: str) -> Job:
         return self._run(lambda c: c.heartbeat(job_id))
 
+    def checkpoint(self, job_id: str, data: object) -> Job:
+        return self._run(lambda c: c.checkpoint(job_id, data))
+
+    def last_checkpoint(self, job_id: str) -> JsonValue:
+        return self._run(lambda c: c.last_checkpoint(job_id))
+
     def succeed(self, job_id: str, result: object = None) -> Job:
         return self._run(lambda c: c.succeed(job_id, result))
 
@@ -196,6 +204,15 @@ class Reporter:
     @property
     def finished(self) -> bool:
         return self._inner.finished
+
+    @property
+    def last_checkpoint(self) -> JsonValue:
+        """What the previous attempt stored with ``checkpoint()``; None on a first attempt."""
+        return self._inner.last_checkpoint
+
+    def checkpoint(self, data: object) -> None:
+        """Store a small JSON resume point with the job (see ``AsyncReporter.checkpoint``)."""
+        self._portal.call(self._inner.checkpoint(data))
 
     def update(
         self, progress: float | None = None, stage: str | None = None, message: str | None = None

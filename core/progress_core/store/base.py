@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol, TypeAlias, runtime_checkable
 
+from pydantic import JsonValue
+
 from progress_core.models import Change, Create, HistoryEvent, Job, OwnerJobs
 
 DEFAULT_RETENTION_S = 7 * 24 * 3600
@@ -63,7 +65,16 @@ class JobStore(Protocol):
         ``StoreUnavailable`` cannot know whether the change was applied (a stalled Redis runs the
         command once it wakes), so it retries with the same id and gets the current snapshot if
         the change is already in (never ``JobFinished`` for its own final state).
+
+        A ``Checkpoint`` replaces the job's stored checkpoint and refreshes ``heartbeat_at`` like
+        a heartbeat (no ``seq`` change, no publish: the checkpoint is not in the snapshot). It is
+        accepted only while the job runs (``Conflict`` when queued, ``JobFinished`` when ended).
         """
+        ...
+
+    async def last_checkpoint(self, job_id: str) -> JsonValue:
+        """The job's last stored checkpoint, ``None`` if none was stored; ``JobNotFound`` if
+        there is no such job. The checkpoint lives with the job and expires with it."""
         ...
 
     async def get(self, job_id: str) -> Job:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import time
 import uuid
 from collections import deque
@@ -19,15 +20,17 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
+from pydantic import JsonValue
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from progress_core.errors import JobExists, JobFinished, JobNotFound, StoreUnavailable
+from progress_core.errors import Conflict, JobExists, JobFinished, JobNotFound, StoreUnavailable
 from progress_core.models import (
     AttachCall,
     Cancel,
     Change,
+    Checkpoint,
     Create,
     Fail,
     Heartbeat,
@@ -206,6 +209,8 @@ def _change_args(change: Change) -> tuple[str, list[str]]:
         return "update", [mask, progress, change.stage or "", change.message or ""]
     if isinstance(change, Heartbeat):
         return "heartbeat", []
+    if isinstance(change, Checkpoint):
+        return "checkpoint", [change.data_json]
     if isinstance(change, Start):
         return "start", []
     if isinstance(change, Succeed):
@@ -310,6 +315,11 @@ class RedisJobStore:
                 raise JobNotFound(f"job {job_id} not found", job_id=job_id)
             if code == "job_exists":
                 raise JobExists(f"job {job_id} already exists", job_id=job_id)
+            if code == "not_running":
+                raise Conflict(
+                    f"job {job_id} is {status}; only a started job can store a checkpoint",
+                    job_id=job_id,
+                )
             raise JobFinished(
                 f"job {job_id} is already {status}; {op} was rejected", job_id=job_id, status=status
             )
@@ -334,6 +344,15 @@ class RedisJobStore:
         if raw is None:
             raise JobNotFound(f"job {job_id} not found", job_id=job_id)
         return Job.model_validate_json(raw)
+
+    async def last_checkpoint(self, job_id: str) -> JsonValue:
+        check_job_id(job_id)
+        with map_redis_errors("last_checkpoint", job_id):
+            exists, raw = await self._redis.hmget(self.keys.job(job_id), ["seq", "checkpoint"])
+        if exists is None:
+            raise JobNotFound(f"job {job_id} not found", job_id=job_id)
+        data: JsonValue = None if raw is None else json.loads(raw)
+        return data
 
     async def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
         for job_id in job_ids:

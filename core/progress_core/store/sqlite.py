@@ -10,6 +10,7 @@ process.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
@@ -21,9 +22,12 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
+from pydantic import JsonValue
+
 from progress_core.errors import BadRequest, JobExists, JobNotFound, StoreUnavailable
 from progress_core.models import (
     Change,
+    Checkpoint,
     Create,
     HistoryEvent,
     Job,
@@ -57,7 +61,8 @@ CREATE TABLE IF NOT EXISTS jobs (
     updated_ms   INTEGER NOT NULL,
     heartbeat_ms INTEGER NOT NULL,
     expires_ms   INTEGER,
-    snapshot     TEXT NOT NULL
+    snapshot     TEXT NOT NULL,
+    checkpoint   TEXT  -- the worker's resume point (JSON), not part of the snapshot
 );
 CREATE INDEX IF NOT EXISTS jobs_by_owner ON jobs (owner, expires_ms, updated_ms);
 -- The reaper pages through stale jobs in (heartbeat, id) order; replaces jobs_by_heartbeat.
@@ -146,6 +151,7 @@ class SqliteJobStore:
             # NORMAL in WAL mode survives a killed process; only an OS crash can lose the tail.
             conn.execute("PRAGMA synchronous = NORMAL")
             conn.executescript(SCHEMA)
+            _add_checkpoint_column(conn)
             self._conn = conn
         return self._conn
 
@@ -234,6 +240,10 @@ class SqliteJobStore:
                     job_id,
                 ),
             )
+            if isinstance(change, Checkpoint):
+                conn.execute(
+                    "UPDATE jobs SET checkpoint = ? WHERE id = ?", (change.data_json, job_id)
+                )
             if outcome.effect is Effect.PUBLISH:
                 self._append(conn, new, now_ms, created=False)
         self._own_commits += 1
@@ -284,6 +294,22 @@ class SqliteJobStore:
     async def get(self, job_id: str) -> Job:
         check_job_id(job_id)
         return await self._call("get", job_id, lambda conn: self._load(conn, job_id, _now()[1]))
+
+    async def last_checkpoint(self, job_id: str) -> JsonValue:
+        check_job_id(job_id)
+
+        def read(conn: sqlite3.Connection) -> JsonValue:
+            row = conn.execute(
+                "SELECT checkpoint FROM jobs WHERE id = ?"
+                " AND (expires_ms IS NULL OR expires_ms > ?)",
+                (job_id, _now()[1]),
+            ).fetchone()
+            if row is None:
+                raise JobNotFound(f"job {job_id} not found", job_id=job_id)
+            data: JsonValue = None if row[0] is None else json.loads(row[0])
+            return data
+
+        return await self._call("last_checkpoint", job_id, read)
 
     async def get_many(self, job_ids: Sequence[str]) -> list[Job | None]:
         raws = await self.snapshots(job_ids)
@@ -448,6 +474,19 @@ class SqliteJobStore:
 
         await asyncio.get_running_loop().run_in_executor(self._executor, close)
         self._executor.shutdown(wait=True)
+
+
+def _add_checkpoint_column(conn: sqlite3.Connection) -> None:
+    """Migrate a file made before checkpoints existed (``CREATE TABLE IF NOT EXISTS`` keeps the
+    old table as it was). Another process may add the column first: that is fine."""
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(jobs)")}
+    if "checkpoint" in columns:
+        return
+    try:
+        conn.execute("ALTER TABLE jobs ADD COLUMN checkpoint TEXT")
+    except sqlite3.OperationalError as exc:
+        if "duplicate column" not in str(exc):
+            raise
 
 
 def _ms(moment: datetime) -> int:

@@ -5,13 +5,14 @@
 -- KEYS[1]  job hash        <prefix>:{<id>}:job
 -- KEYS[2]  history stream  <prefix>:{<id>}:history
 -- KEYS[3]  recent change ids, a sorted set scored by seq: <prefix>:{<id>}:changes
--- ARGV[1]  op: create | start | update | heartbeat | succeed | fail | request_cancel | cancel | attach_call
+-- ARGV[1]  op: create | start | update | heartbeat | checkpoint | succeed | fail | request_cancel | cancel | attach_call
 -- ARGV[2]  channel the snapshot is published on: <prefix>:{<id>}
 -- ARGV[3]  retention of a terminal job, seconds
 -- ARGV[4]  history length bound (approximate trim)
 -- ARGV[5…] the op's arguments, then a change id as the last ARGV:
 --   create          id, owner, kind, params_json, executor or "", call_id or ""
 --   update          mask ("p", "s", "m" for the fields present), progress, stage, message
+--   checkpoint      data_json (kept in the hash's "checkpoint" field, never in the snapshot)
 --   succeed         result_json
 --   fail            code, message
 --   cancel          message
@@ -19,7 +20,7 @@
 --   every op        …, change id (unique per call: a client's retry of the same call sends the
 --                   same id; a change id among the job's last 512 is not applied twice)
 -- Returns {"ok", snapshot_json, effect, now_ms}  effect: publish | write | none
---      or {"err", code, status}                  code: not_found | job_exists | job_finished
+--      or {"err", code, status}                  code: not_found | job_exists | job_finished | not_running
 
 local job_key, history_key, changes_key = KEYS[1], KEYS[2], KEYS[3]
 local op, channel = ARGV[1], ARGV[2]
@@ -130,7 +131,8 @@ end
 -- A retried call (the reply was lost, the client sent it again) finds its own change id among
 -- the job's recent ones and gets the current snapshot instead of applying the change twice. This
 -- runs before the terminal check: a retried succeed must not come back as job_finished.
-if op ~= 'heartbeat' and redis.call('ZSCORE', changes_key, change_id) then
+-- (Heartbeats and checkpoints are not recorded: repeating one is harmless.)
+if op ~= 'heartbeat' and op ~= 'checkpoint' and redis.call('ZSCORE', changes_key, change_id) then
   return {'ok', redis.call('HGET', job_key, 'snapshot'), 'none', tostring(now_ms)}
 end
 
@@ -158,6 +160,15 @@ if op == 'heartbeat' then
   set('heartbeat_at', now)
   local snap = snapshot(job)
   redis.call('HSET', job_key, 'snapshot', snap, 'heartbeat_ms', tostring(now_ms), unpack(changes))
+  return {'ok', snap, 'write', tostring(now_ms)}
+elseif op == 'checkpoint' then
+  if job.status ~= 'running' then
+    return {'err', 'not_running', job.status}
+  end
+  set('heartbeat_at', now)
+  local snap = snapshot(job)
+  redis.call('HSET', job_key, 'snapshot', snap, 'heartbeat_ms', tostring(now_ms), 'checkpoint', ARGV[5],
+    unpack(changes))
   return {'ok', snap, 'write', tostring(now_ms)}
 elseif op == 'start' then
   set('status', 'running')
