@@ -3,6 +3,12 @@
 Each step generates a chunk of data, compresses it and feeds it to a SHA-256, then reports what
 it did. ``step_s`` paces the steps for a watchable demo: the remainder of each step after the real
 work is a wait that stands in for the I/O a real export would do (uploads, downloads).
+
+Every ``CHECKPOINT_EVERY`` steps it stores a checkpoint (the step and the running totals), so an
+attempt that replaces a preempted or killed one resumes after the last checkpointed step instead
+of starting over. Each step's data depends only on the job and the step, and the digest is a chain
+(``sha256(previous digest + step data)``), so a resumed run returns the same result as an
+uninterrupted one.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from progress_workers.params import JsonFloat, JsonInt, json_number
 from progress_workers.sync import Reporter
 
 CHUNK_BYTES = 256 * 1024
+CHECKPOINT_EVERY = 5
 
 
 class DemoParams(BaseModel):
@@ -33,19 +40,36 @@ class DemoFailure(RuntimeError):
     """The failure ``fail_at_step`` asks for, so the error path can be watched too."""
 
 
+class DemoCheckpoint(BaseModel):
+    """Where a demo run stands after ``step``: enough to go on from there."""
+
+    step: int = Field(ge=0)
+    bytes_in: int = Field(ge=0)
+    bytes_out: int = Field(ge=0)
+    chain: str
+
+
 def run_demo(reporter: Reporter, params: DemoParams) -> dict[str, object] | None:
-    digest = hashlib.sha256()
-    generator = random.Random(reporter.job_id)
-    bytes_in = bytes_out = 0
-    for step in range(1, params.steps + 1):
+    if reporter.last_checkpoint is None:
+        done = DemoCheckpoint(step=0, bytes_in=0, bytes_out=0, chain=hashlib.sha256().hexdigest())
+    else:
+        done = DemoCheckpoint.model_validate(reporter.last_checkpoint)
+        reporter.update(
+            stage="resuming",
+            message=f"attempt {reporter.job.attempt if reporter.job else '?'} resumes "
+            f"after step {done.step} of {params.steps}",
+        )
+    chain, bytes_in, bytes_out = done.chain, done.bytes_in, done.bytes_out
+    for step in range(done.step + 1, params.steps + 1):
         if reporter.cancel_requested:
             reporter.cancel(f"cancelled at step {step} of {params.steps}")
             return None
         began = time.monotonic()
         # Random 16 KiB blocks repeated: data that compresses, like real media sidecars.
+        generator = random.Random(f"{reporter.job_id}:{step}")
         chunk = generator.randbytes(16 * 1024) * (CHUNK_BYTES // (16 * 1024))
         compressed = zlib.compress(chunk, 6)
-        digest.update(compressed)
+        chain = hashlib.sha256(bytes.fromhex(chain) + compressed).hexdigest()
         bytes_in += len(chunk)
         bytes_out += len(compressed)
         if params.fail_at_step == step:
@@ -56,6 +80,12 @@ def run_demo(reporter: Reporter, params: DemoParams) -> dict[str, object] | None
             message=f"step {step} of {params.steps}: {bytes_in // 1024} KiB in, "
             f"{bytes_out // 1024} KiB out",
         )
+        if step % CHECKPOINT_EVERY == 0 and step < params.steps:
+            reporter.checkpoint(
+                DemoCheckpoint(
+                    step=step, bytes_in=bytes_in, bytes_out=bytes_out, chain=chain
+                ).model_dump()
+            )
         remaining = params.step_s - (time.monotonic() - began)
         if remaining > 0:
             time.sleep(remaining)
@@ -63,8 +93,8 @@ def run_demo(reporter: Reporter, params: DemoParams) -> dict[str, object] | None
         "steps": params.steps,
         "bytes_in": bytes_in,
         "bytes_out": bytes_out,
-        "sha256": digest.hexdigest(),
+        "sha256": chain,
     }
 
 
-__all__ = ["DemoFailure", "DemoParams", "run_demo"]
+__all__ = ["DemoCheckpoint", "DemoFailure", "DemoParams", "run_demo"]
