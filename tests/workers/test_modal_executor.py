@@ -5,6 +5,7 @@ backends. What runs in the stand-in's "containers" is
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -367,6 +368,42 @@ async def test_a_preempted_input_runs_again_as_a_new_attempt(
     progress = [event.progress for event in await store.history(job.id)]
     assert progress == sorted(progress) and progress[-1] == 100.0
     assert await settled(executor, call_id) == Succeeded(done.result)
+
+
+async def test_a_preempted_input_resumes_from_its_checkpoint(
+    lifecycle: Lifecycle, standin: ModalStandIn, store: JobStore
+) -> None:
+    job = await lifecycle.create("alice", "demo_modal", {"steps": 60, "step_s": 0.05})
+    call_id = call_id_of(job)
+
+    async def checkpointed() -> bool:
+        data = await store.last_checkpoint(job.id)
+        return isinstance(data, dict) and int(str(data["step"])) >= 10
+
+    await eventually(checkpointed, 30, "the first attempt to checkpoint step 10")
+    assert not await standin.preempt(call_id, grace_s=20)
+
+    done = await finished(store, job.id)
+    assert done.status is JobStatus.SUCCEEDED and done.attempt == 2
+    history = await store.history(job.id)
+    progress = [event.progress for event in history]
+    assert progress == sorted(progress) and progress[-1] == 100.0  # the bar never went back
+    # Attempt 2 read the checkpoint and went on after it: no step at or before it ran again.
+    messages = [event.message or "" for event in history]
+    resumes = [
+        (index, int(found.group(1)))
+        for index, message in enumerate(messages)
+        if (found := re.fullmatch(r"attempt 2 resumes after step (\d+) of 60", message))
+    ]
+    assert len(resumes) == 1
+    index, resumed_after = resumes[0]
+    assert resumed_after >= 10
+    later_steps = [
+        int(found.group(1))
+        for message in messages[index + 1 :]
+        if (found := re.match(r"step (\d+) of 60", message))
+    ]
+    assert later_steps and min(later_steps) > resumed_after
 
 
 async def test_a_call_still_running_past_the_function_timeout_with_a_silent_worker_is_lost(
