@@ -10,12 +10,13 @@ redis.asyncio clients are bound to the loop that created them.
 from __future__ import annotations
 
 import asyncio
+import json
 from datetime import UTC, datetime
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from progress_core.errors import JobFinished
+from progress_core.errors import Conflict, JobFinished
 from progress_core.models import (
     ERROR_CODES,
     MAX_MESSAGE_CHARS,
@@ -23,6 +24,7 @@ from progress_core.models import (
     AttachCall,
     Cancel,
     Change,
+    Checkpoint,
     Create,
     Fail,
     Heartbeat,
@@ -74,6 +76,7 @@ changes: st.SearchStrategy[Change] = st.one_of(
     updates(),
     updates(),
     st.just(Heartbeat()),
+    st.builds(Checkpoint.build, json_values),
     st.builds(Succeed.build, json_values),
     st.builds(
         lambda code, message: Fail.build(code=code, message=message),
@@ -99,6 +102,7 @@ async def run_example(url: str, options: StoreOptions, steps: list[Change]) -> N
         model = create_job(create, datetime.now(UTC))
         assert without_timestamps(stored) == without_timestamps(model)
         model_history = [model]
+        model_checkpoint: object = None
         for change in steps:
             before = stored
             outcome, expected = model_step(model, change)
@@ -108,6 +112,9 @@ async def run_example(url: str, options: StoreOptions, steps: list[Change]) -> N
                 assert await store.get(stored.id) == before
                 continue
             model = outcome.job
+            if isinstance(change, Checkpoint):
+                model_checkpoint = json.loads(change.data_json)
+            assert await store.last_checkpoint(stored.id) == model_checkpoint
             if outcome.effect is Effect.PUBLISH:
                 model_history.append(model)
             assert without_timestamps(stored) == without_timestamps(model), change
@@ -122,19 +129,24 @@ async def run_example(url: str, options: StoreOptions, steps: list[Change]) -> N
 
 
 def model_step(model: Job, change: Change) -> tuple[Outcome | None, str | None]:
-    """The reference outcome, or the status ``JobFinished`` reports."""
+    """The reference outcome, or the status ``JobFinished`` reports (``conflict`` for a
+    checkpoint before the job started)."""
     try:
         return apply_change(model, change, datetime.now(UTC)), None
-    except JobFinished as exc:
-        return None, exc.status
+    except Conflict as exc:
+        return None, rejection(exc)
 
 
 async def store_step(store: JobStore, job: Job, change: Change) -> tuple[Job, str | None]:
     """The store's new snapshot, or the unchanged one and the status ``JobFinished`` reports."""
     try:
         return await store.apply(job.id, change), None
-    except JobFinished as exc:
-        return job, exc.status
+    except Conflict as exc:
+        return job, rejection(exc)
+
+
+def rejection(exc: Conflict) -> str:
+    return exc.status if isinstance(exc, JobFinished) else "conflict"
 
 
 def check_step(before: Job, after: Job, effect: Effect) -> None:

@@ -9,6 +9,7 @@ container; see ``test_modal_executor.py`` for the preempted Modal input).
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import signal
@@ -16,14 +17,18 @@ import subprocess
 import sys
 from pathlib import Path
 
-from progress_core.models import Create, Job, JobStatus
+import pytest
+
+from progress_core.errors import JobFinished, PayloadTooLarge, StoreUnavailable
+from progress_core.models import MAX_CHECKPOINT_BYTES, Create, Job, JobStatus
 from progress_core.store import JobStore, StoreOptions
 from progress_workers.runner import run_job
 from progress_workers.sync import ProgressClient
 from tests.support.contract import eventually
+from tests.support.redis_server import RedisServer
 from tests.workers.test_local_executor import child_environment
 
-PARAMS = {"steps": 60, "step_s": 0.05}  # 3 s per uninterrupted run
+PARAMS: dict[str, object] = {"steps": 60, "step_s": 0.05}  # 3 s per uninterrupted run
 
 
 def start_runner(
@@ -56,8 +61,8 @@ def start_runner(
 def uninterrupted_result(job: Job, directory: Path) -> object:
     """The same job run once without interruption, in a store of its own."""
     with ProgressClient.from_url(f"sqlite:///{directory / 'reference.db'}") as client:
-        client.create_job(owner=job.owner, kind=job.kind, params=job.params, job_id=job.id)
-        return run_job(client, job.id, job.kind, {**job.params, "step_s": 0})
+        client.create_job(owner=job.owner, kind=job.kind, params=PARAMS, job_id=job.id)
+        return run_job(client, job.id, job.kind, {**PARAMS, "step_s": 0})
 
 
 async def test_killed_local_job_resumes_from_its_checkpoint(
@@ -106,3 +111,62 @@ async def test_killed_local_job_resumes_from_its_checkpoint(
     assert later_steps and min(later_steps) > resumed_after
     # Resuming gives the very result of an uninterrupted run (totals and digest carried over).
     assert done.result == uninterrupted_result(job, tmp_path)
+
+
+# -- the reporter's side -------------------------------------------------------------------------
+
+
+def test_reporter_reads_the_last_checkpoint_when_it_starts(
+    store_url: str, store_options: StoreOptions
+) -> None:
+    with ProgressClient.from_url(store_url, store_options) as client:
+        job = client.create_job(owner="alice", kind="demo")
+        with client.reporter(job.id) as first:
+            assert first.last_checkpoint is None  # a first attempt
+            first.checkpoint({"clip": 3})
+            assert first.last_checkpoint == {"clip": 3}
+            client.start(job.id)  # another container took the job over: attempt 2 begins
+            with client.reporter(job.id) as second:
+                assert second.job is not None and second.job.attempt == 3
+                assert second.last_checkpoint == {"clip": 3}
+                second.succeed()
+        assert client.get(job.id).status is JobStatus.SUCCEEDED
+
+
+def test_reporter_checkpoint_is_bounded_and_refused_once_the_job_ended(
+    store_url: str, store_options: StoreOptions
+) -> None:
+    with ProgressClient.from_url(store_url, store_options) as client:
+        job = client.create_job(owner="alice", kind="demo")
+        reporter = client.reporter(job.id).__enter__()
+        with pytest.raises(PayloadTooLarge):
+            reporter.checkpoint("x" * MAX_CHECKPOINT_BYTES)
+        assert client.last_checkpoint(job.id) is None
+        client.request_cancel(job.id)
+        client.cancel(job.id, "stopped by its owner")
+        with pytest.raises(JobFinished):
+            reporter.checkpoint({"clip": 4})
+        reporter.__exit__(None, None, None)  # the cancellation stands
+        assert client.last_checkpoint(job.id) is None
+        assert client.get(job.id).status is JobStatus.CANCELLED
+
+
+def test_a_checkpoint_lost_to_an_outage_is_logged_not_raised(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    try:
+        with ProgressClient.from_url(server.url) as client:
+            job = client.create_job(owner="alice", kind="demo")
+            reporter = client.reporter(job.id, final_retry_s=0).__enter__()
+            reporter.checkpoint({"clip": 1})
+            server.kill()
+            with caplog.at_level(logging.WARNING, logger="progress_workers.reporter"):
+                reporter.checkpoint({"clip": 2})  # the work goes on
+            assert reporter.last_checkpoint == {"clip": 1}
+            assert any("checkpoint of job" in r.getMessage() for r in caplog.records)
+            with pytest.raises(StoreUnavailable):
+                reporter.__exit__(None, None, None)
+    finally:
+        server.stop()
