@@ -253,3 +253,27 @@ async def test_an_oversized_body_is_413_and_changes_nothing(
         assert "content-length" not in streamed.request.headers
         assert_problem(streamed, 413, "payload_too_large")
     assert (worker.get(job.id).seq, worker.get(job.id).status) == (1, "queued")
+
+
+async def test_a_client_still_sending_a_refused_body_reads_the_413_not_a_reset(
+    gateway: GatewayServer, worker: ProgressClient
+) -> None:
+    # Closing a socket with unread bytes sends a TCP RST, which can destroy the 413 before the
+    # client reads it: the gateway drops the rest of a refused body (up to 1 MiB) first.
+    job = worker.create_job(owner="alice", kind="demo")
+    big = json.dumps({"pad": "x" * 1_000_000}).encode()
+
+    async def chunked() -> AsyncIterator[bytes]:
+        for start in range(0, len(big), 16_384):
+            yield big[start : start + 16_384]
+
+    url = f"/exports/{job.id}/cancel"
+    for _ in range(5):
+        async with api_client(gateway) as client:
+            assert_problem(
+                await client.post(url, content=big, headers=alice()), 413, "payload_too_large"
+            )
+            assert_problem(
+                await client.post(url, content=chunked(), headers=alice()), 413, "payload_too_large"
+            )
+    assert (worker.get(job.id).seq, worker.get(job.id).status) == (1, "queued")

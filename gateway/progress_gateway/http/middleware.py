@@ -29,6 +29,12 @@ UNMATCHED = "unmatched"
 # Counted for a request whose client left before it was answered (nginx's convention).
 CLIENT_CLOSED = 499
 _DIGITS = re.compile(r"[0-9]{1,20}")
+# After a 413, up to this much more of the refused body is read and dropped (within
+# ``_DRAIN_S``) before the answer, so the client reads the 413 instead of a connection reset:
+# closing a socket with unread bytes in its receive buffer sends a TCP RST, which can destroy the
+# answer before the client has read it. A larger body still gets the answer and a close.
+_DRAIN_BYTES = 1024 * 1024
+_DRAIN_S = 2.0
 # Any other method is counted as "other": a client must not be able to mint label values.
 KNOWN_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 
@@ -126,9 +132,10 @@ class BodyLimit:
     is written. A chunked body is counted as the endpoint reads it; ``PayloadTooLarge`` from
     ``receive`` then becomes the same 413 problem through the exception handlers. The whole body
     must arrive within ``timeout_s`` of the headers (a client dribbling bytes would otherwise
-    hold the connection forever): ``RequestTimeout`` from ``receive`` becomes a 408 problem. A
-    response sent before the body was read to its end closes the connection, so the rest of the
-    body is neither parsed as a next request nor waited for.
+    hold the connection forever): ``RequestTimeout`` from ``receive`` becomes a 408 problem. The
+    rest of a refused body is read and dropped, within bounds (``_DRAIN_BYTES``, ``_DRAIN_S``),
+    before the 413 is sent; a response sent before the body was read to its end closes the
+    connection, so the rest of the body is neither parsed as a next request nor waited for.
     """
 
     def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float) -> None:
@@ -145,18 +152,23 @@ class BodyLimit:
         if declared is not None and _DIGITS.fullmatch(declared) and int(declared) > self.max_bytes:
             detail = f"request body is {declared} bytes, the limit is {self.max_bytes}"
             logger.info("%s %s: %s", scope["method"], scope["path"], detail)
-            await problem(413, detail, PayloadTooLarge.code)(scope, receive, send)
+            drained = int(declared) <= self.max_bytes + _DRAIN_BYTES and await _drain(
+                receive, int(declared), _DRAIN_S
+            )
+            answer = problem(413, detail, PayloadTooLarge.code)
+            await answer(scope, receive, send if drained else _closing(send))
             return
         if declared in (None, "0") and "transfer-encoding" not in headers:
             await self.app(scope, receive, send)  # no body: nothing to bound
             return
         received = 0
         complete = False
+        too_large = False
         limit, timeout_s = self.max_bytes, self.timeout_s
         deadline = asyncio.get_running_loop().time() + timeout_s
 
         async def limited_receive() -> Message:
-            nonlocal received, complete
+            nonlocal received, complete, too_large
             if complete:
                 return await receive()  # only the disconnect is left to wait for
             try:
@@ -169,14 +181,49 @@ class BodyLimit:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
+                    too_large = True
+                    complete = not message.get("more_body", False)
                     raise PayloadTooLarge(f"request body is over the limit of {limit} bytes")
                 complete = not message.get("more_body", False)
             return message
 
         async def closing_send(message: Message) -> None:
+            nonlocal complete
+            if message["type"] == "http.response.start" and too_large and not complete:
+                complete = await _drain(receive, _DRAIN_BYTES, _DRAIN_S)
             if message["type"] == "http.response.start" and not complete:
-                closing = [*message.get("headers", []), (b"connection", b"close")]
-                message = {**message, "headers": closing}
+                message = _with_close(message)
             await send(message)
 
         await self.app(scope, limited_receive, closing_send)
+
+
+async def _drain(receive: Receive, max_bytes: int, timeout_s: float) -> bool:
+    """Read and drop the rest of a request body: True once it ended, False if it is larger than
+    ``max_bytes``, slower than ``timeout_s`` or the client left."""
+    dropped = 0
+    try:
+        async with asyncio.timeout(timeout_s):
+            while dropped <= max_bytes:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return False
+                dropped += len(message.get("body", b""))
+                if not message.get("more_body", False):
+                    return True
+    except TimeoutError:
+        return False
+    return False
+
+
+def _with_close(start: Message) -> Message:
+    return {**start, "headers": [*start.get("headers", []), (b"connection", b"close")]}
+
+
+def _closing(send: Send) -> Send:
+    """``send`` with ``Connection: close`` on the response: the request's body was not read."""
+
+    async def closing_send(message: Message) -> None:
+        await send(_with_close(message) if message["type"] == "http.response.start" else message)
+
+    return closing_send
