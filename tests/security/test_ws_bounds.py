@@ -222,6 +222,10 @@ async def test_a_client_that_sends_but_does_not_read_is_closed(
     async def flood() -> None:
         while True:
             await connection.send(frame)
+            # Once the gateway closes, it reads and drops everything, so a send no longer waits:
+            # without a yield the flood starves the poll below, which then sees the close only
+            # after the gateway's 10 s close timeout has aborted the socket (a reset, no frame).
+            await asyncio.sleep(0)
 
     flooding = asyncio.create_task(flood())
     try:
