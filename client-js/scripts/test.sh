@@ -24,7 +24,12 @@ if [ ! -x "${CHROMIUM_PATH:-/usr/bin/chromium}" ]; then
   "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium
 fi
 
-if [ -f package-lock.json ]; then
+hidden=node_modules/.package-lock.json
+if [ -f "$hidden" ] && [ "$hidden" -nt package-lock.json ] && [ "$hidden" -nt package.json ]; then
+  # Installed by npm after the last change to the manifests (the test command's pytest step
+  # installs it for the docs and packaging tests): npm ci would only reinstall the same tree.
+  echo "== node_modules is up to date with package-lock.json"
+elif [ -f package-lock.json ]; then
   npm ci --no-audit --no-fund --loglevel=error
 else
   npm install --no-audit --no-fund --loglevel=error
